@@ -1,0 +1,1 @@
+"""Pure numerics: systems, solvers, simulation and analysis (torch, numpy, scipy; no UI)."""

@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("EXPLORER_DEVICE", "cpu")
