@@ -1,0 +1,219 @@
+r"""Lyapunov spectra by the Benettin/QR method, batched; Kaplan-Yorke dimension.
+
+The state evolves together with ``k`` tangent vectors ``Q`` (D, k) under the variational
+equation, :math:`\dot Q = J(x) Q` for flows (integrated by RK4 alongside the state) or
+:math:`Q \leftarrow J(x) Q` for maps. Every few steps ``Q`` is re-orthonormalised by a QR
+decomposition and :math:`\log |R_{ii}|` is accumulated; the exponents are these sums over
+the elapsed time, after a transient in which ``Q`` aligns with the dominant directions.
+
+Batching: many initial conditions on the attractor are averaged (the exponents are
+ergodic averages, so B members of length T estimate like one of length B*T but cost about
+as much as one: the work is vectorised), or, when the system carries tensor parameters, one
+spectrum is returned per parameter value. Computed in float64 (invariants need accuracy).
+
+References:
+    G. Benettin, L. Galgani, A. Giorgilli, J.-M. Strelcyn, Meccanica 15, 9 (1980).
+    J. L. Kaplan, J. A. Yorke, Lecture Notes in Mathematics 730, 204 (1979).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ParameterError
+from ..limits import check_size
+from ..simulate import prepare_initial_states
+from ..system import DynamicalSystem
+
+
+@dataclass(frozen=True)
+class LyapunovResult:
+    """Lyapunov exponents, largest first (per time unit for flows, per iteration for maps).
+
+    Attributes:
+        exponents: (k,) mean over the batch members; for a parameter sweep (P, k), one
+            spectrum per parameter value.
+        stderr: standard error of the mean across members (k,), NaN for a sweep or B = 1.
+        per_member: (B, k) the estimate of each member; NaN rows for diverged members.
+        kaplan_yorke_dimension: of ``exponents`` (a float, or a (P,) tensor for a sweep).
+        averaging_time: time (flows) or iterations (maps) each member was averaged over.
+        diverged: (B,) members that left the bound (excluded from the mean).
+    """
+
+    exponents: torch.Tensor
+    stderr: torch.Tensor
+    per_member: torch.Tensor
+    kaplan_yorke_dimension: Any
+    averaging_time: float
+    diverged: torch.Tensor
+    system: str
+    params: dict[str, Any]
+    kind: str
+    sweep: bool = False
+
+    @property
+    def status(self) -> str:
+        n = int(self.diverged.sum())
+        if n == 0:
+            return "ok"
+        return "diverged" if n == self.diverged.numel() else "partly diverged"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON record of ``dynamics-explorer lyapunov --json``."""
+        def clean(v):
+            if isinstance(v, torch.Tensor):
+                v = v.tolist()
+            if isinstance(v, float):
+                return v if math.isfinite(v) else None
+            if isinstance(v, list):
+                return [clean(e) for e in v]
+            return v
+        params = {k: clean(v) for k, v in self.params.items()}
+        return {"system": self.system, "params": params, "exponents": clean(self.exponents),
+                "kaplan_yorke_dimension": clean(self.kaplan_yorke_dimension),
+                "stderr": clean(self.stderr), "averaging_time": self.averaging_time,
+                "per": "time unit" if self.kind == "flow" else "iteration",
+                "status": self.status}
+
+
+def kaplan_yorke_dimension(exponents) -> float:
+    r"""Kaplan-Yorke dimension :math:`D_{KY} = j + \sum_{i\le j}\lambda_i / |\lambda_{j+1}|`,
+    with ``j`` the largest index whose partial sum is non-negative (0 if
+    :math:`\lambda_1 < 0`; the full dimension if every partial sum is non-negative)."""
+    lam = sorted((float(v) for v in torch.as_tensor(exponents).flatten()), reverse=True)
+    if not lam or any(math.isnan(v) for v in lam):
+        return math.nan
+    total, j = 0.0, 0
+    for i, v in enumerate(lam):
+        if total + v < 0:
+            break
+        total += v
+        j = i + 1
+    if j == len(lam):
+        return float(len(lam))
+    if j == 0:
+        return 0.0
+    return j + total / abs(lam[j])
+
+
+def _flow_step(system: DynamicalSystem, p, x, Q, dt):
+    """One RK4 step of the state (B, D) and its tangent vectors (B, D, k)."""
+    def g(x_, Q_):
+        return system.rhs(x_, p), system.jacobian(x_, p) @ Q_
+
+    k1x, k1Q = g(x, Q)
+    k2x, k2Q = g(x + 0.5 * dt * k1x, Q + 0.5 * dt * k1Q)
+    k3x, k3Q = g(x + 0.5 * dt * k2x, Q + 0.5 * dt * k2Q)
+    k4x, k4Q = g(x + dt * k3x, Q + dt * k3Q)
+    return (x + dt / 6.0 * (k1x + 2.0 * (k2x + k3x) + k4x),
+            Q + dt / 6.0 * (k1Q + 2.0 * (k2Q + k3Q) + k4Q))
+
+
+def _map_step(system: DynamicalSystem, p, x, Q, dt):
+    """One iteration of the state and its tangent vectors: Q <- J(x) Q, x <- F(x)."""
+    return system.rhs(x, p), system.jacobian(x, p) @ Q
+
+
+def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
+                      steps: int | None = None, transient: int | None = None,
+                      dt: float | None = None, renorm_every: int | None = None,
+                      batch: int | None = None, generator: torch.Generator | None = None,
+                      spread: float = 1e-2, dtype: torch.dtype = torch.float64, device=None,
+                      progress: Callable[[float], None] | None = None,
+                      stop: threading.Event | None = None) -> LyapunovResult:
+    """Lyapunov spectrum of a flow or a map (largest first), batched.
+
+    Args:
+        system: any :class:`DynamicalSystem`; tensor parameters give one spectrum each.
+        x0: initial state(s) (D,) or (B, D); default: the system's, perturbed per member.
+        k: number of exponents (default: all D).
+        steps: averaging steps per member (default: 2,500 for flows, 4,000 for maps).
+        transient: steps discarded first, while ``Q`` aligns (default: 1,000).
+        dt: time step for flows (default: the system's recommended step).
+        renorm_every: steps between QR re-orthonormalisations (default 10 flows, 4 maps).
+        batch: members averaged (default 128 when not a parameter sweep).
+        generator: RNG for the member perturbations.
+        progress, stop: progress callback with the fraction done; an event that ends the
+            run early (the exponents are then averaged over the time done).
+
+    Returns:
+        :class:`LyapunovResult`.
+    """
+    is_map = system.kind == "map"
+    D = system.dim
+    k = D if k is None else int(k)
+    if not 1 <= k <= D:
+        raise ParameterError(f"k must be between 1 and the dimension {D}, got {k}")
+    steps = int(steps if steps is not None else (4000 if is_map else 2500))
+    transient = int(transient if transient is not None else 1000)
+    renorm_every = int(renorm_every or (4 if is_map else 10))
+    if steps < renorm_every or transient < 0 or renorm_every < 1:
+        raise ParameterError("need steps >= renorm_every >= 1 and transient >= 0")
+    dt = 1.0 if is_map else float(system.default_dt if dt is None else dt)
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ParameterError(f"time step dt must be a positive number, got {dt!r}")
+    sweep = len(system.batch_shape()) > 0
+    if batch is None and not sweep and (x0 is None or torch.as_tensor(x0).ndim == 1):
+        batch = 128
+    x, _ = prepare_initial_states(system, x0, batch=batch, generator=generator, spread=spread,
+                                  dtype=dtype, device=device)
+    B = x.shape[0]
+    check_size(batch=B, steps=(steps + transient) * D * (k + 1), saved=1, dim=D * (k + 1),
+               itemsize=x.element_size(), what="lyapunov")
+    p = system.bind(x)
+    step = _map_step if is_map else _flow_step
+    Q = torch.eye(D, k, dtype=dtype, device=x.device).expand(B, D, k).contiguous()
+    log_sum = torch.zeros(B, k, dtype=dtype, device=x.device)
+    ok = torch.ones(B, dtype=torch.bool, device=x.device)
+    bound = float(system.bound)
+    total = transient + steps
+    done = 0
+    averaged = 0
+    while done < total:
+        if stop is not None and stop.is_set():
+            break
+        n = min(renorm_every, total - done)
+        for _ in range(n):
+            x, Q = step(system, p, x, Q, dt)
+        fine = torch.isfinite(x).all(-1) & (x.abs() <= bound).all(-1) & torch.isfinite(Q).flatten(1).all(-1)
+        ok = ok & fine
+        # frozen, harmless values for diverged members keep the QR well defined
+        x = torch.where(ok.unsqueeze(-1), x, torch.zeros_like(x))
+        Q = torch.where(ok.view(B, 1, 1), Q, torch.eye(D, k, dtype=dtype, device=x.device).expand(B, D, k))
+        Q, R = torch.linalg.qr(Q)                                   # (B, D, k), (B, k, k)
+        diag = torch.diagonal(R, dim1=-2, dim2=-1).abs()            # (B, k)
+        if done + n > transient:        # a chunk reaching past the transient counts whole
+            log_sum = log_sum + torch.log(diag.clamp_min(1e-300))
+            averaged += n
+        done += n
+        if progress is not None:
+            progress(done / total)
+    if averaged == 0:
+        raise ParameterError("stopped before any averaging step; nothing to report")
+    elapsed = averaged * dt
+    per = log_sum / elapsed                                          # (B, k)
+    per = torch.where(ok.unsqueeze(-1), per, torch.full_like(per, float("nan")))
+    per, _ = torch.sort(per, dim=-1, descending=True)
+    if sweep:
+        exps = per
+        stderr = torch.full_like(per, float("nan"))
+        ky = torch.tensor([kaplan_yorke_dimension(r) for r in per], dtype=dtype)
+    else:
+        good = per[ok]
+        if good.shape[0] == 0:
+            exps = torch.full((k,), float("nan"), dtype=dtype)
+            stderr = exps.clone()
+        else:
+            exps = good.mean(0)
+            stderr = (good.std(0, unbiased=True) / math.sqrt(good.shape[0])
+                      if good.shape[0] > 1 else torch.full_like(exps, float("nan")))
+        ky = kaplan_yorke_dimension(exps) if k == D else math.nan
+    return LyapunovResult(exponents=exps.cpu(), stderr=stderr.cpu(), per_member=per.cpu(),
+                          kaplan_yorke_dimension=ky, averaging_time=float(elapsed),
+                          diverged=(~ok).cpu(), system=system.name, params=dict(system.params),
+                          kind=system.kind, sweep=sweep)

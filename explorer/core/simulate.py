@@ -1,0 +1,408 @@
+"""Simulation: *what is recorded* when a system is advanced by a solver.
+
+:func:`simulate` is the one entry point for trajectories (UI, notebooks and CLI all call it).
+Essential arguments are positional; every policy is keyword-only with a default. Failures
+come back inside the result: a batch member that reaches NaN/inf or leaves the system's
+bound is frozen, its later samples are NaN, and ``Trajectory.diverged_at`` says when. The
+other members go on; nothing raises from inside a long run.
+
+Dtypes: float64 by default (accuracy); pass ``dtype=torch.float32`` for speed (rendering,
+large ensembles).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .device import compile_or_eager, default_device
+from .errors import ExplorerError, ParameterError, ShapeError
+from .limits import check_size
+from .solvers import SOLVERS, dopri5_advance
+from .system import DynamicalSystem
+
+# Steps fused into one compiled call: enough to amortise the Python call overhead, few
+# enough to keep the unrolled graph (and its compile time) small.
+COMPILED_STEPS_PER_CALL = 32
+# Auto-compile when a call does at least this many trajectory-steps.
+AUTO_COMPILE_WORK = 200_000_000
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A recorded simulation, time-major.
+
+    Attributes:
+        t: sample times, shape (T,).
+        x: states, shape (T, B, D); NaN after a member diverged.
+        diverged_at: (B,) time at which each member diverged, NaN where it stayed bounded.
+        system: registry name; ``params``: the parameter values used (floats or tensors).
+        solver, dt: how it was computed; ``batched`` is False for a single trajectory
+            started from a (D,) state, so :attr:`states` gives (T, D).
+    """
+
+    t: torch.Tensor
+    x: torch.Tensor
+    diverged_at: torch.Tensor
+    system: str
+    params: dict[str, Any]
+    solver: str
+    dt: float
+    batched: bool = True
+    variables: tuple[str, ...] = ()
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        """(B,) True for members that diverged."""
+        return ~torch.isnan(self.diverged_at)
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"partly diverged"`` or ``"diverged"``."""
+        n = int(self.diverged.sum())
+        if n == 0:
+            return "ok"
+        return "diverged" if n == self.diverged.numel() else "partly diverged"
+
+    @property
+    def message(self) -> str:
+        """One human sentence about the status (shown in the UI and by the CLI)."""
+        n, B = int(self.diverged.sum()), self.diverged.numel()
+        if n == 0:
+            return f"{B} trajectory(ies), {len(self.t)} samples, all bounded"
+        first = float(torch.nanquantile(self.diverged_at.double(), 0.0)) if n else math.nan
+        return (f"{n} of {B} trajectory(ies) diverged (first at t = {first:.4g}); "
+                "values after divergence are NaN")
+
+    @property
+    def states(self) -> torch.Tensor:
+        """(T, D) for a single unbatched trajectory, else (T, B, D)."""
+        return self.x if self.batched else self.x[:, 0]
+
+
+def prepare_initial_states(system: DynamicalSystem, x0=None, *, batch: int | None = None,
+                           generator: torch.Generator | None = None, spread: float = 1e-3,
+                           dtype: torch.dtype = torch.float64,
+                           device: torch.device | str | None = None) -> tuple[torch.Tensor, bool]:
+    """Initial states as a (B, D) tensor, and whether the caller asked for a batch.
+
+    ``x0`` may be ``None`` (the system's default state), a (D,) or a (B, D) array. When a
+    batch larger than the given states is asked for, states are replicated and perturbed by
+    ``spread`` times standard normal noise drawn from ``generator`` (explicit RNG; the
+    default initial state stays exact for the first member).
+    """
+    dev = torch.device(device) if device is not None else (
+        x0.device if isinstance(x0, torch.Tensor) else default_device())
+    if x0 is None:
+        x = system.initial_state(dtype, dev)
+    else:
+        try:
+            x = torch.as_tensor(x0, dtype=dtype, device=dev)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ShapeError(f"initial state must be numeric, got {type(x0).__name__}") from e
+    system.check_state(x)
+    if x.ndim > 2:
+        raise ShapeError(f"initial states must be (D,) or (B, D), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ShapeError("initial state contains NaN or inf")
+    batched = x.ndim == 2 or (batch is not None) or len(system.batch_shape()) > 0
+    x = x.reshape(-1, system.dim)                                   # (B0, D)
+    pshape = system.batch_shape()
+    if len(pshape) > 1:
+        raise ShapeError(f"parameter tensors must be 1-D sweeps, got shape {tuple(pshape)}")
+    sizes = {n for n in (x.shape[0], batch, pshape[0] if pshape else None) if n not in (None, 1)}
+    if len(sizes) > 1:
+        raise ShapeError(f"batch sizes disagree: initial states {x.shape[0]}, batch={batch}, "
+                         f"parameter sweep {tuple(pshape)}")
+    B = sizes.pop() if sizes else 1
+    check_size(batch=B, steps=0, saved=1, dim=system.dim, itemsize=x.element_size(),
+               what="initial states")
+    if x.shape[0] == 1 and B > 1:
+        noise = torch.randn(B - 1, system.dim, generator=generator, dtype=dtype,
+                            device="cpu" if generator is None else generator.device).to(dev)
+        x = torch.cat([x, x + spread * (1.0 + x.abs()) * noise], 0)
+    return x.contiguous(), batched
+
+
+def _tensor_params(system: DynamicalSystem, like: torch.Tensor) -> dict[str, Any]:
+    """Parameters as tensors on ``like``'s device/dtype (compiled code then never recompiles
+    for new values); structural integers stay Python ints."""
+    out = {}
+    for p in system.parameters:
+        v = system.params[p.name]
+        if p.integer:
+            out[p.name] = v
+        else:
+            out[p.name] = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return out
+
+
+def _make_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: int,
+                bound: float) -> Callable:
+    """A function doing ``n_saves * every`` fixed steps, recording every ``every``-th state.
+
+    Divergence masking is fused into the step: a member whose next state is non-finite or
+    beyond ``bound`` keeps its last good state, and ``n_ok`` counts its good steps.
+    """
+
+    def chunk(x, ok, n_ok, dt, params):
+        def f(z):
+            return template.rhs(z, params)
+
+        outs = []
+        for _ in range(n_saves):
+            for _ in range(every):
+                xn = step(f, x, dt)
+                good = ok & torch.isfinite(xn).all(-1) & (xn.abs() <= bound).all(-1)
+                x = torch.where(good.unsqueeze(-1), xn, x)
+                n_ok = n_ok + good.to(n_ok.dtype)
+                ok = good
+            outs.append(x)
+        return torch.stack(outs), x, ok, n_ok                       # (S, B, D), ...
+
+    return chunk
+
+
+_cache_lock = threading.Lock()
+_compiled: dict[tuple, Callable] = {}
+
+
+def _compiled_chunk(system: DynamicalSystem, solver: str, n_saves: int, every: int) -> Callable:
+    structural = tuple((p.name, system.params[p.name]) for p in system.parameters if p.integer)
+    key = (type(system), structural, solver, n_saves, every, float(system.bound))
+    with _cache_lock:
+        fn = _compiled.get(key)
+        if fn is None:
+            template = type(system)(**dict(structural))
+            chunk = _make_chunk(template, SOLVERS[solver].step, n_saves, every, float(system.bound))
+            fn = compile_or_eager(chunk, key=f"{system.name}/{solver}/{n_saves}x{every}")
+            _compiled[key] = fn
+    return fn
+
+
+def _resolve_solver(system: DynamicalSystem, solver: str | None) -> str:
+    if solver is None:
+        return "map" if system.kind == "map" else "rk4"
+    if solver not in SOLVERS:
+        raise ParameterError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if SOLVERS[solver].kind != system.kind:
+        ok = [n for n, s in SOLVERS.items() if s.kind == system.kind]
+        raise ParameterError(f"solver {solver!r} is for {SOLVERS[solver].kind}s; "
+                             f"{system.title or system.name} is a {system.kind} (use {', '.join(ok)})")
+    return solver
+
+
+def _check_count(name: str, value, minimum: int = 0) -> int:
+    try:
+        iv = int(value)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"{name} must be an integer, got {value!r}") from e
+    if iv != value or iv < minimum:
+        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return iv
+
+
+def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float | None = None,
+             solver: str | None = None, transient: int = 0, save_every: int = 1,
+             batch: int | None = None, generator: torch.Generator | None = None,
+             spread: float = 1e-3, dtype: torch.dtype = torch.float64,
+             device: torch.device | str | None = None, compile: bool | None = None,
+             rtol: float = 1e-6, atol: float = 1e-9,
+             progress: Callable[[float], None] | None = None,
+             stop: threading.Event | None = None) -> Trajectory:
+    """Simulate a flow or iterate a map, batched over initial states and parameter values.
+
+    Args:
+        system: any :class:`DynamicalSystem` (tensor parameters sweep over the batch).
+        x0: initial state(s), (D,) or (B, D); ``None`` uses the system's default.
+        steps: number of steps recorded after the transient (``T = steps // save_every + 1``).
+        dt: time step (flows; default ``system.default_dt``); for ``dopri5`` the output
+            spacing is ``dt * save_every`` and the internal steps are adaptive.
+        solver: ``"rk4"`` (default for flows), ``"dopri5"``, ``"euler"``; ``"map"`` for maps.
+        transient: steps discarded before recording starts.
+        save_every: record every k-th step.
+        batch: number of trajectories when ``x0`` is a single state (perturbed copies).
+        generator: RNG for the perturbed copies (explicit; nothing is seeded globally).
+        dtype, device: of the computation (default float64, the session's device).
+        compile: fuse steps with ``torch.compile`` (``None``: only for large runs). Falls
+            back to eager mode where compilation fails; both agree to rounding.
+        progress: called with the fraction done; ``stop``: set it to end the run early
+            (the result then holds the samples computed so far).
+
+    Returns:
+        A :class:`Trajectory` with ``t`` (T,), ``x`` (T, B, D) and the divergence status.
+    """
+    solver = _resolve_solver(system, solver)
+    steps = _check_count("steps", steps)
+    transient = _check_count("transient", transient)
+    save_every = _check_count("save_every", save_every, 1)
+    if batch is not None:
+        batch = _check_count("batch", batch, 1)
+    if system.kind == "map":
+        dt = 1.0
+    else:
+        dt = float(system.default_dt if dt is None else dt)
+        if not math.isfinite(dt) or dt <= 0:
+            raise ParameterError(f"time step dt must be a positive number, got {dt!r}")
+    x, batched = prepare_initial_states(system, x0, batch=batch, generator=generator,
+                                        spread=spread, dtype=dtype, device=device)
+    B, D = x.shape
+    n_saved = steps // save_every + 1
+    check_size(batch=B, steps=steps + transient, saved=n_saved, dim=D,
+               itemsize=x.element_size(), what=f"simulate {system.name}")
+
+    if solver == "dopri5":
+        xs, n_ok_time, done = _run_adaptive(system, x, dt, transient, steps, save_every,
+                                            rtol, atol, progress, stop)
+    else:
+        xs, n_ok_time, done = _run_fixed(system, solver, x, dt, transient, steps, save_every,
+                                         compile, progress, stop)
+    T = xs.shape[0]
+    t = (transient + save_every * torch.arange(T, dtype=torch.float64, device=x.device)) * dt
+    return Trajectory(t=t.to(dtype), x=xs, diverged_at=n_ok_time.to(dtype), system=system.name,
+                      params=dict(system.params), solver=solver, dt=dt, batched=batched,
+                      variables=tuple(system.variables))
+
+
+def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop):
+    B, D = x.shape
+    ok = torch.ones(B, dtype=torch.bool, device=x.device)
+    n_ok = torch.zeros(B, dtype=torch.int64, device=x.device)
+    step = SOLVERS[solver].step
+    if compile is None:
+        compile = (steps + transient) * B >= AUTO_COMPILE_WORK
+    params_eager = system.bind(x)
+    eager_cache: dict[tuple[int, int], Callable] = {}
+
+    def eager(n_saves, k):
+        if (n_saves, k) not in eager_cache:
+            eager_cache[(n_saves, k)] = _make_chunk(system, step, n_saves, k, float(system.bound))
+        return eager_cache[(n_saves, k)]
+
+    if compile:
+        n_fast = max(1, COMPILED_STEPS_PER_CALL // every)
+        fast = _compiled_chunk(system, solver, n_fast, every)
+        params_fast = _tensor_params(system, x)
+        dt_fast = torch.tensor(dt, dtype=x.dtype, device=x.device)
+        # transient in whole compiled calls of n_fast*every steps where possible
+        trans_fast = _compiled_chunk(system, solver, 1, COMPILED_STEPS_PER_CALL)
+    total = transient + steps
+    done_steps = 0
+
+    def report():
+        if progress is not None and total:
+            progress(min(1.0, done_steps / total))
+
+    # transient: nothing recorded
+    left = transient
+    while left > 0:
+        if stop is not None and stop.is_set():
+            break
+        if compile and left >= COMPILED_STEPS_PER_CALL:
+            _, x, ok, n_ok = trans_fast(x, ok, n_ok, dt_fast, params_fast)
+            k = COMPILED_STEPS_PER_CALL
+        else:
+            k = min(left, 1024)
+            _, x, ok, n_ok = eager(1, k)(x, ok, n_ok, dt, params_eager)
+        left -= k
+        done_steps += k
+        report()
+
+    out = [x.unsqueeze(0)]
+    n_saves_left = steps // every
+    while n_saves_left > 0:
+        if stop is not None and stop.is_set():
+            break
+        if compile and n_saves_left >= n_fast:
+            xs, x, ok, n_ok = fast(x, ok, n_ok, dt_fast, params_fast)
+            s = n_fast
+        else:
+            s = min(n_saves_left, max(1, 256 // every))
+            xs, x, ok, n_ok = eager(s, every)(x, ok, n_ok, dt, params_eager)
+        out.append(xs)
+        n_saves_left -= s
+        done_steps += s * every
+        report()
+    xs = torch.cat(out, 0)                                          # (T, B, D)
+    # samples after a member's divergence are NaN; diverged_at = time of the first bad step
+    T = xs.shape[0]
+    step_idx = transient + every * torch.arange(T, device=x.device)  # (T,)
+    bad = (~ok).unsqueeze(0) & (step_idx.unsqueeze(1) > n_ok.unsqueeze(0))   # (T, B)
+    xs = xs.masked_fill(bad.unsqueeze(-1), float("nan"))
+    diverged_at = torch.where(ok, torch.full_like(n_ok, -1), n_ok + 1).to(torch.float64) * dt
+    diverged_at = torch.where(ok, torch.full_like(diverged_at, float("nan")), diverged_at)
+    return xs, diverged_at, ok
+
+
+def _run_adaptive(system, x, dt, transient, steps, every, rtol, atol, progress, stop):
+    B, D = x.shape
+    f = system.f
+    h = torch.full((B,), dt, dtype=x.dtype, device=x.device)
+    ok = torch.ones(B, dtype=torch.bool, device=x.device)
+    div_at = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
+    bound = float(system.bound)
+    t_now = 0.0
+    n_out = steps // every
+    total = (transient > 0) + n_out
+    out = []
+
+    def advance(span):
+        nonlocal x, h, ok, t_now
+        xn, h, good = dopri5_advance(f, x, span, h, rtol=rtol, atol=atol, active=ok)
+        good = good & (xn.abs() <= bound).all(-1)
+        newly = ok & ~good
+        div_at[newly] = t_now + span
+        x = torch.where(good.unsqueeze(-1), xn, x)
+        ok = ok & good
+        t_now += span
+
+    if transient > 0:
+        advance(transient * dt)
+        if progress:
+            progress(1 / max(total, 1))
+    out.append(torch.where(ok.unsqueeze(-1), x, torch.full_like(x, float("nan"))))
+    for i in range(n_out):
+        if stop is not None and stop.is_set():
+            break
+        advance(every * dt)
+        out.append(torch.where(ok.unsqueeze(-1), x, torch.full_like(x, float("nan"))))
+        if progress and (i % 16 == 0 or i == n_out - 1):
+            progress(((transient > 0) + i + 1) / max(total, 1))
+    return torch.stack(out, 0), div_at, ok
+
+
+def iterate(system: DynamicalSystem, x0=None, *, dt: float | None = None,
+            solver: str | None = None, steps_per_frame: int = 1, batch: int | None = None,
+            generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+            device=None) -> Iterator[tuple[float, torch.Tensor]]:
+    """Endless generator of ``(t, x)`` frames for live animation, ``x`` shaped (B, D).
+
+    Send a new system (same class, new parameters) with ``gen.send(system)`` to change
+    parameters without restarting; diverged members are frozen as in :func:`simulate`.
+    Float32 by default (rendering speed).
+    """
+    solver = _resolve_solver(system, solver)
+    if solver == "dopri5":
+        raise ParameterError("live iteration uses fixed steps: choose rk4 or euler")
+    dt = 1.0 if system.kind == "map" else float(system.default_dt if dt is None else dt)
+    x, _ = prepare_initial_states(system, x0, batch=batch, generator=generator, dtype=dtype,
+                                  device=device)
+    ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    n_ok = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    t = 0.0
+    chunk = _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame, float(system.bound))
+    params = system.bind(x)
+    while True:
+        new = yield t, x
+        if new is not None:
+            if type(new) is not type(system):
+                raise ExplorerError("iterate(): send a system of the same class")
+            system, params = new, new.bind(x)
+            chunk = _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame,
+                                float(system.bound))
+        _, x, ok, n_ok = chunk(x, ok, n_ok, dt, params)
+        t += steps_per_frame * dt
