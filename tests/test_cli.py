@@ -1,0 +1,113 @@
+"""The CLI through a subprocess: outputs, the JSON contract and the error cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run(*args, check_rc=0):
+    p = subprocess.run([sys.executable, "-m", "explorer", *args], capture_output=True, text=True,
+                       timeout=300, env={**__import__("os").environ, "EXPLORER_DEVICE": "cpu"})
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def test_systems_json_contract():
+    out = json.loads(run("systems", "--json").stdout)
+    systems = {s["name"]: s for s in out["systems"]}
+    assert len(systems) >= 30
+    lor = systems["lorenz63"]
+    assert lor["kind"] == "flow" and lor["dimension"] == 3 and lor["origin"] == "builtin"
+    assert [p["name"] for p in lor["parameters"]] == ["sigma", "rho", "beta"]
+    assert lor["lyapunov_reference"]["exponents"][0] == pytest.approx(0.9056)
+    assert systems["henon"]["kind"] == "map"
+    for s in out["systems"]:
+        assert set(s) >= {"name", "kind", "dimension", "origin", "parameters", "lyapunov_reference"}
+    assert "available" in out["dysts"]
+
+
+def test_systems_table():
+    out = run("systems").stdout
+    assert "lorenz63" in out and "henon" in out
+
+
+def test_simulate_npz_single_and_batched(tmp_path):
+    f = tmp_path / "a.npz"
+    run("simulate", "lorenz63", "--steps", "200", "--out", str(f))
+    d = np.load(f)
+    assert d["t"].shape == (201,) and d["x"].shape == (201, 3)
+    np.testing.assert_allclose(d["x"][0], [-8.0, 7.0, 27.0])
+    np.testing.assert_allclose(d["t"][1] - d["t"][0], 0.01)
+    run("simulate", "henon", "--steps", "50", "--batch", "4", "--out", str(f))
+    d = np.load(f)
+    assert d["x"].shape == (51, 4, 2)
+
+
+def test_simulate_csv_with_params(tmp_path):
+    f = tmp_path / "a.csv"
+    run("simulate", "lorenz63", "--param", "rho=15", "--steps", "10", "--dt", "0.005", "--out", str(f))
+    lines = f.read_text().splitlines()
+    assert lines[0] == "t,x,y,z" and len(lines) == 12
+    t1 = float(lines[2].split(",")[0])
+    assert t1 == pytest.approx(0.005)
+
+
+def test_simulate_custom_map_matches_builtin(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    run("simulate", "--map", "x' = 1 - a*x**2 + y; y' = b*x", "--param", "a=1.4", "--param", "b=0.3",
+        "--x0", "0.1,0.1", "--steps", "100", "--out", str(a))
+    run("simulate", "henon", "--x0", "0.1,0.1", "--steps", "100", "--out", str(b))
+    # chaos amplifies rounding differences (x**2 vs x*x): compare the first 20 iterates
+    np.testing.assert_allclose(np.load(a)["x"][:20], np.load(b)["x"][:20], rtol=1e-9)
+
+
+def test_lyapunov_json_contract():
+    rec = json.loads(run("lyapunov", "henon", "--json").stdout)
+    assert rec["system"] == "henon"
+    assert rec["params"] == {"a": 1.4, "b": 0.3}
+    lam = rec["exponents"]
+    assert lam == sorted(lam, reverse=True)
+    assert lam[0] == pytest.approx(0.4192, rel=0.02)
+    assert sum(lam) == pytest.approx(math.log(0.3), rel=0.005)
+    assert rec["kaplan_yorke_dimension"] == pytest.approx(1 + 0.4192 / 1.6232, rel=0.02)
+
+
+def test_lyapunov_custom_flow():
+    rec = json.loads(run("lyapunov", "--flow", "dx/dt = -k*x; dy/dt = -2*y", "--param", "k=0.5",
+                         "--x0", "1,1", "--steps", "500", "--batch", "2", "--json").stdout)
+    assert rec["exponents"] == pytest.approx([-0.5, -2.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("simulate", "nosuchsystem", "--out", "x.npz"), "unknown system"),
+    (("simulate", "lorenz63", "--param", "rho=1e9", "--out", "x.npz"), "outside its allowed range"),
+    (("simulate", "lorenz63", "--param", "rho", "--out", "x.npz"), "name=value"),
+    (("simulate", "lorenz63", "--param", "nope=1", "--out", "x.npz"), "no parameter 'nope'"),
+    (("simulate", "lorenz63", "--out", "x.txt"), ".npz or .csv"),
+    (("simulate", "lorenz63", "--out", "/no/such/dir/x.npz"), "does not exist"),
+    (("simulate", "lorenz63", "--batch", "1000000000", "--out", "x.npz"), "limit"),
+    (("simulate", "lorenz63", "--steps", "-5", "--out", "x.npz"), "steps"),
+    (("simulate", "--flow", "dx/dt = x +* 2", "--out", "x.npz"), "position"),
+    (("simulate", "--flow", "dx/dt = rh0*x", "--param", "rho=1", "--out", "x.npz"), "rh0"),
+    (("simulate", "--map", "dx/dt = x", "--out", "x.npz"), "flow"),
+    (("simulate", "lorenz63", "--x0", "1,2", "--out", "x.npz"), "dimension 3"),
+    (("lyapunov", "lorenz63", "--device", "cuda:7"), "cuda"),
+    (("lyapunov",), "exactly one"),
+    (("simulate", "lorenz63"), "--out"),
+    (("frobnicate",), "invalid choice"),
+])
+def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "explorer", *args], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    err = p.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert needle.lower() in err.lower(), err

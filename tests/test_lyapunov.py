@@ -1,0 +1,76 @@
+"""Lyapunov spectra against published values and exact identities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from explorer.core.analysis.lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
+from explorer.core.custom import parse_system
+from explorer.core.registry import get_system
+
+GEN = lambda: torch.Generator().manual_seed(1234)  # noqa: E731
+
+
+def test_lorenz63_published_exponent_and_exact_sum():
+    res = lyapunov_spectrum(get_system("lorenz63"), generator=GEN())
+    lam = res.exponents
+    assert lam[0].item() == pytest.approx(0.9056, rel=0.02)
+    assert abs(lam[1].item()) < 0.02
+    # constant divergence: the sum equals -(sigma + 1 + beta)
+    assert lam.sum().item() == pytest.approx(-(10 + 1 + 8 / 3), rel=0.005)
+    assert res.kaplan_yorke_dimension == pytest.approx(2.062, abs=0.01)
+
+
+def test_henon_published_exponent_and_exact_sum():
+    res = lyapunov_spectrum(get_system("henon"), generator=GEN())
+    assert res.exponents[0].item() == pytest.approx(0.4192, rel=0.02)
+    assert res.exponents.sum().item() == pytest.approx(math.log(0.3), rel=0.005)
+
+
+def test_logistic_r4_is_ln2():
+    res = lyapunov_spectrum(get_system("logistic", r=4.0), generator=GEN())
+    assert res.exponents[0].item() == pytest.approx(math.log(2.0), rel=0.01)
+
+
+def test_stable_fixed_point_gives_negative_exponent():
+    # Lorenz below the first bifurcation (rho < 1): the origin attracts everything
+    res = lyapunov_spectrum(get_system("lorenz63", rho=0.5), generator=GEN())
+    assert res.exponents[0].item() < -0.1
+
+
+def test_linear_flow_exponents_are_real_parts_of_eigenvalues():
+    # A = [[-0.5, 3], [-3, -0.5]] (eigenvalues -0.5 +- 3i) plus a decoupled z' = -2 z
+    sys = parse_system("dx/dt = -0.5*x + 3*y; dy/dt = -3*x - 0.5*y; dz/dt = -2*z", {}, x0=[1, 0, 1])
+    res = lyapunov_spectrum(sys, steps=3000, transient=200, batch=4, generator=GEN())
+    torch.testing.assert_close(res.exponents, torch.tensor([-0.5, -0.5, -2.0], dtype=torch.float64),
+                               atol=2e-3, rtol=0)
+
+
+def test_parameter_sweep_gives_one_spectrum_per_value():
+    sys = get_system("logistic", r=torch.tensor([2.5, 3.2, 4.0], dtype=torch.float64))
+    res = lyapunov_spectrum(sys, steps=4000)
+    assert res.exponents.shape == (3, 1)
+    # r = 2.5: stable fixed point 1 - 1/r, exponent ln|2 - r| exactly
+    assert res.exponents[0, 0].item() == pytest.approx(math.log(0.5), abs=1e-6)
+    # r = 3.2: stable 2-cycle, negative exponent; r = 4: ln 2
+    assert res.exponents[1, 0].item() < 0
+    assert res.exponents[2, 0].item() == pytest.approx(math.log(2.0), rel=0.02)
+
+
+def test_kaplan_yorke_formula():
+    assert kaplan_yorke_dimension([0.9056, 0.0, -14.5723]) == pytest.approx(2 + 0.9056 / 14.5723)
+    assert kaplan_yorke_dimension([-0.1, -1.0]) == 0.0
+    assert kaplan_yorke_dimension([0.5, 0.1]) == 2.0
+    assert kaplan_yorke_dimension([0.4192, -1.6232]) == pytest.approx(1 + 0.4192 / 1.6232)
+
+
+def test_diverged_members_are_excluded():
+    # Henon from points that escape to infinity plus one on the attractor
+    x0 = torch.tensor([[0.1, 0.1], [3.0, 3.0], [-3.0, 2.0]], dtype=torch.float64)
+    res = lyapunov_spectrum(get_system("henon"), x0, steps=2000, transient=100)
+    assert res.diverged.tolist() == [False, True, True]
+    assert res.status == "partly diverged"
+    assert res.exponents[0].item() == pytest.approx(0.4192, rel=0.1)
