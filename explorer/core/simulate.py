@@ -92,8 +92,9 @@ def prepare_initial_states(system: DynamicalSystem, x0=None, *, batch: int | Non
 
     ``x0`` may be ``None`` (the system's default state), a (D,) or a (B, D) array. When a
     batch larger than the given states is asked for, states are replicated and perturbed by
-    ``spread`` times standard normal noise drawn from ``generator`` (explicit RNG; the
-    default initial state stays exact for the first member).
+    ``spread * (1 + |x|)`` times standard normal noise drawn from ``generator`` (explicit
+    RNG; the first member stays exact). For a parameter sweep without ``batch``, every
+    parameter value starts from the same state.
     """
     dev = torch.device(device) if device is not None else (
         x0.device if isinstance(x0, torch.Tensor) else default_device())
@@ -121,7 +122,9 @@ def prepare_initial_states(system: DynamicalSystem, x0=None, *, batch: int | Non
     B = sizes.pop() if sizes else 1
     check_size(batch=B, steps=0, saved=1, dim=system.dim, itemsize=x.element_size(),
                what="initial states")
-    if x.shape[0] == 1 and B > 1:
+    if x.shape[0] == 1 and B > 1 and batch is None:
+        x = x.expand(B, -1)                      # a parameter sweep: every value from x0
+    elif x.shape[0] == 1 and B > 1:
         noise = torch.randn(B - 1, system.dim, generator=generator, dtype=dtype,
                             device="cpu" if generator is None else generator.device).to(dev)
         x = torch.cat([x, x + spread * (1.0 + x.abs()) * noise], 0)
