@@ -12,18 +12,22 @@ large ensembles).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
 from .device import compile_or_eager, default_device
 from .errors import ExplorerError, ParameterError, ShapeError
+from .fastpath import Unsupported, make_soa_chunk
 from .limits import check_size
 from .solvers import SOLVERS, dopri5_advance
 from .system import DynamicalSystem
+
+log = logging.getLogger(__name__)
 
 # Steps fused into one compiled call: enough to amortise the Python call overhead, few
 # enough to keep the unrolled graph (and its compile time) small.
@@ -171,20 +175,33 @@ def _make_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: 
 
 
 _cache_lock = threading.Lock()
-_compiled: dict[tuple, Callable] = {}
+_compiled: dict[tuple, tuple[str, Callable]] = {}
 
 
-def _compiled_chunk(system: DynamicalSystem, solver: str, n_saves: int, every: int) -> Callable:
+def _compiled_chunk(system: DynamicalSystem, solver: str, n_saves: int, every: int,
+                    dtype: torch.dtype) -> tuple[str, Callable]:
+    """The compiled chunk for this system class, solver and chunk shape (cached).
+
+    Returns ``(layout, fn)``: ``"soa"`` when the field could be split into components
+    (vectorised code, see :mod:`explorer.core.fastpath`), else ``"aos"`` (the tensor form).
+    """
     structural = tuple((p.name, system.params[p.name]) for p in system.parameters if p.integer)
-    key = (type(system), structural, solver, n_saves, every, float(system.bound))
+    key = (type(system), structural, solver, n_saves, every, float(system.bound), dtype)
     with _cache_lock:
-        fn = _compiled.get(key)
-        if fn is None:
+        hit = _compiled.get(key)
+        if hit is None:
             template = type(system)(**dict(structural))
-            chunk = _make_chunk(template, SOLVERS[solver].step, n_saves, every, float(system.bound))
-            fn = compile_or_eager(chunk, key=f"{system.name}/{solver}/{n_saves}x{every}")
-            _compiled[key] = fn
-    return fn
+            tag = f"{system.name}/{solver}/{n_saves}x{every}"
+            try:
+                chunk = make_soa_chunk(template, solver, n_saves, every, float(system.bound), dtype)
+                hit = ("soa", compile_or_eager(chunk, key=tag + "/soa"))
+            except Unsupported as e:
+                log.info("%s: no component form (%s); compiling the tensor form", tag, e)
+                chunk = _make_chunk(template, SOLVERS[solver].step, n_saves, every,
+                                    float(system.bound))
+                hit = ("aos", compile_or_eager(chunk, key=tag))
+            _compiled[key] = hit
+    return hit
 
 
 def _resolve_solver(system: DynamicalSystem, solver: str | None) -> str:
@@ -272,9 +289,14 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
 
 
 def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop):
+    """Fixed-step integration in chunks; compiled chunks where asked, eager for the rest.
+
+    Recorded samples are gathered as (S, D, B) blocks (the compiled component layout) and
+    returned as a (T, B, D) view.
+    """
     B, D = x.shape
     ok = torch.ones(B, dtype=torch.bool, device=x.device)
-    n_ok = torch.zeros(B, dtype=torch.int64, device=x.device)
+    n_ok = torch.zeros(B, dtype=torch.int32, device=x.device)
     step = SOLVERS[solver].step
     if compile is None:
         compile = (steps + transient) * B >= AUTO_COMPILE_WORK
@@ -286,13 +308,22 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             eager_cache[(n_saves, k)] = _make_chunk(system, step, n_saves, k, float(system.bound))
         return eager_cache[(n_saves, k)]
 
+    n_fast = max(1, COMPILED_STEPS_PER_CALL // every)
     if compile:
-        n_fast = max(1, COMPILED_STEPS_PER_CALL // every)
-        fast = _compiled_chunk(system, solver, n_fast, every)
+        layout, fast = _compiled_chunk(system, solver, n_fast, every, x.dtype)
         params_fast = _tensor_params(system, x)
         dt_fast = torch.tensor(dt, dtype=x.dtype, device=x.device)
-        # transient in whole compiled calls of n_fast*every steps where possible
-        trans_fast = _compiled_chunk(system, solver, 1, COMPILED_STEPS_PER_CALL)
+        if layout == "soa":
+            pv = [params_fast[p.name] for p in system.parameters if not p.integer]
+
+    def run_fast(x, ok, n_ok):
+        """One compiled call: n_fast * every steps; returns (S, D, B) samples."""
+        if layout == "soa":
+            xs, cs, ok, n_ok = fast(list(x.T.contiguous().unbind(0)), ok, n_ok, dt_fast, pv)
+            return xs, torch.stack(cs, -1), ok, n_ok
+        xs, x, ok, n_ok = fast(x, ok, n_ok, dt_fast, params_fast)
+        return xs.transpose(1, 2), x.clone(), ok, n_ok
+
     total = transient + steps
     done_steps = 0
 
@@ -300,14 +331,13 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
         if progress is not None and total:
             progress(min(1.0, done_steps / total))
 
-    # transient: nothing recorded
-    left = transient
+    left = transient                              # transient: nothing recorded
     while left > 0:
         if stop is not None and stop.is_set():
             break
-        if compile and left >= COMPILED_STEPS_PER_CALL:
-            _, x, ok, n_ok = trans_fast(x, ok, n_ok, dt_fast, params_fast)
-            k = COMPILED_STEPS_PER_CALL
+        if compile and left >= n_fast * every:
+            _, x, ok, n_ok = run_fast(x, ok, n_ok)
+            k = n_fast * every
         else:
             k = min(left, 1024)
             _, x, ok, n_ok = eager(1, k)(x, ok, n_ok, dt, params_eager)
@@ -315,29 +345,31 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
         done_steps += k
         report()
 
-    out = [x.unsqueeze(0)]
+    out = [x.T.unsqueeze(0)]                      # (1, D, B)
     n_saves_left = steps // every
     while n_saves_left > 0:
         if stop is not None and stop.is_set():
             break
         if compile and n_saves_left >= n_fast:
-            xs, x, ok, n_ok = fast(x, ok, n_ok, dt_fast, params_fast)
+            xs, x, ok, n_ok = run_fast(x, ok, n_ok)
             s = n_fast
         else:
             s = min(n_saves_left, max(1, 256 // every))
             xs, x, ok, n_ok = eager(s, every)(x, ok, n_ok, dt, params_eager)
+            xs = xs.transpose(1, 2)
         out.append(xs)
         n_saves_left -= s
         done_steps += s * every
         report()
-    xs = torch.cat(out, 0)                                          # (T, B, D)
-    # samples after a member's divergence are NaN; diverged_at = time of the first bad step
-    T = xs.shape[0]
-    step_idx = transient + every * torch.arange(T, device=x.device)  # (T,)
-    bad = (~ok).unsqueeze(0) & (step_idx.unsqueeze(1) > n_ok.unsqueeze(0))   # (T, B)
-    xs = xs.masked_fill(bad.unsqueeze(-1), float("nan"))
-    diverged_at = torch.where(ok, torch.full_like(n_ok, -1), n_ok + 1).to(torch.float64) * dt
-    diverged_at = torch.where(ok, torch.full_like(diverged_at, float("nan")), diverged_at)
+    xs = torch.cat(out, 0).transpose(1, 2)        # (T, D, B) storage viewed as (T, B, D)
+    diverged_at = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
+    if not bool(ok.all()):
+        # samples after a member's divergence are NaN; diverged_at = time of the first bad step
+        T = xs.shape[0]
+        step_idx = transient + every * torch.arange(T, device=x.device)          # (T,)
+        bad = (~ok).unsqueeze(0) & (step_idx.unsqueeze(1) > n_ok.unsqueeze(0))   # (T, B)
+        xs.masked_fill_(bad.unsqueeze(-1), float("nan"))
+        diverged_at = torch.where(ok, diverged_at, (n_ok + 1).to(torch.float64) * dt)
     return xs, diverged_at, ok
 
 
