@@ -94,20 +94,16 @@ class LyapunovReference:
 def matrix(rows: Sequence[Sequence[ParamValue]], like: torch.Tensor) -> torch.Tensor:
     """Build a batched ``(..., R, C)`` matrix from nested entries (tensors or numbers).
 
-    Every entry is broadcast to the batch shape ``like.shape[:-1]`` with ``like``'s dtype and
-    device, so constant entries (``0.0``, ``-1.0``) may be written as plain numbers.
+    Every entry is broadcast to the batch shape ``like.shape[:-1]`` (and against the other
+    entries) with ``like``'s dtype and device, so constant entries (``0.0``, ``-1.0``) may be
+    written as plain numbers. One op per entry plus one stack: Jacobians are built often.
     """
-    batch = like.shape[:-1]
-    out_rows = []
-    for row in rows:
-        ents = []
-        for e in row:
-            t = torch.as_tensor(e, dtype=like.dtype, device=like.device)
-            ents.append(t.expand(torch.broadcast_shapes(t.shape, batch)))
-        shape = torch.broadcast_shapes(*(e.shape for e in ents))
-        out_rows.append(torch.stack([e.expand(shape) for e in ents], -1))
-    shape = torch.broadcast_shapes(*(r.shape for r in out_rows))
-    return torch.stack([r.expand(shape) for r in out_rows], -2)
+    R, C = len(rows), len(rows[0])
+    flat = [e for row in rows for e in row]
+    shape = torch.broadcast_shapes(like.shape[:-1], *(e.shape for e in flat if isinstance(e, torch.Tensor)))
+    ents = [e.to(like.dtype).expand(shape) if isinstance(e, torch.Tensor)
+            else like.new_full(shape, float(e)) for e in flat]
+    return torch.stack(ents, -1).unflatten(-1, (R, C))
 
 
 class DynamicalSystem(abc.ABC):
