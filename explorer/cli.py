@@ -277,6 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dynamics-explorer: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not a user mistake: still one line unless debugging
+        if os.environ.get("EXPLORER_DEBUG"):
+            raise
+        print(f"dynamics-explorer: internal error: {type(e).__name__}: {e} "
+              "(set EXPLORER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -303,8 +303,9 @@ def autograd_jacobian(fn, x: torch.Tensor) -> torch.Tensor:
     Works for any leading batch shape because each output row depends only on its own state
     (the sum over the batch of ``fn`` has the per-row Jacobians as its gradients).
     """
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
+    # works inside torch.inference_mode() too: the clone below is a normal tensor
+    with torch.inference_mode(False), torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
         y = fn(xg)
         rows = []
         for i in range(y.shape[-1]):
