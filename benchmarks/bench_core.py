@@ -42,12 +42,12 @@ def _x0(B: int, dtype=np.float32) -> np.ndarray:
     return (np.array([-8.0, 7.0, 27.0]) + rng.normal(0, 1.0, (B, 3))).astype(dtype)
 
 
-def bench_torch(B, N, dt, device, compile_, repeats):
+def bench_torch(B, N, dt, device, compile_, repeats, every=1):
     system = get_system("lorenz63")
     x0 = torch.as_tensor(_x0(B), device=device)
     t0 = time.perf_counter()
     tr = simulate(system, x0, steps=min(N, 256), dt=dt, dtype=torch.float32, device=device,
-                  compile=compile_)
+                  compile=compile_, save_every=every)
     warm = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
@@ -55,12 +55,12 @@ def bench_torch(B, N, dt, device, compile_, repeats):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         tr = simulate(system, x0, steps=N, dt=dt, dtype=torch.float32, device=device,
-                      compile=compile_)
+                      compile=compile_, save_every=every)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     best = min(times)
-    assert tr.x.shape == (N + 1, B, 3) and tr.status == "ok", tr.message
+    assert tr.x.shape == (N // every + 1, B, 3) and tr.status == "ok", tr.message
     return {"seconds": best, "median_seconds": statistics.median(times),
             "steps_per_second": B * N / best, "first_call_seconds": warm}
 
@@ -70,11 +70,11 @@ def lorenz_np(x):
                      x[:, 0] * x[:, 1] - BETA * x[:, 2]], -1)
 
 
-def bench_numpy(B, N, dt, repeats):
+def bench_numpy(B, N, dt, repeats, every=1):
     times = []
     for _ in range(repeats):
         x = _x0(B)
-        out = np.empty((N + 1, B, 3), np.float32)
+        out = np.empty((N // every + 1, B, 3), np.float32)
         out[0] = x
         t0 = time.perf_counter()
         h = np.float32(dt)
@@ -84,7 +84,8 @@ def bench_numpy(B, N, dt, repeats):
             k3 = lorenz_np(x + 0.5 * h * k2)
             k4 = lorenz_np(x + h * k3)
             x = x + h / 6 * (k1 + 2 * (k2 + k3) + k4)
-            out[i + 1] = x
+            if (i + 1) % every == 0:
+                out[(i + 1) // every] = x
         times.append(time.perf_counter() - t0)
     best = min(times)
     return {"seconds": best, "steps_per_second": B * N / best}
@@ -142,23 +143,25 @@ def main() -> int:
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                     "device": str(device),
                     "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
-        "lorenz_rk4": {"trajectories": B, "steps": N, "dtype": "float32", "recorded": "every step"},
     }
-    parts = res["lorenz_rk4"]
-    if "compiled" not in args.skip:
-        parts["compiled"] = bench_torch(B, N, dt, device, True, rep)
-        print("compiled", parts["compiled"], flush=True)
-    if "eager" not in args.skip:
-        parts["eager"] = bench_torch(B, N, dt, device, False, rep)
-        print("eager", parts["eager"], flush=True)
-    if "numpy" not in args.skip:
-        parts["numpy"] = bench_numpy(B, N, dt, 1)
-        print("numpy", parts["numpy"], flush=True)
+    for every in (1, 100):
+        parts = res[f"lorenz_rk4_record_every_{every}"] = {
+            "trajectories": B, "steps": N, "dtype": "float32", "recorded": f"every {every} step(s)"}
+        if "compiled" not in args.skip:
+            parts["compiled"] = bench_torch(B, N, dt, device, True, rep, every)
+            print(every, "compiled", parts["compiled"], flush=True)
+        if "eager" not in args.skip:
+            parts["eager"] = bench_torch(B, N, dt, device, False, rep, every)
+            print(every, "eager", parts["eager"], flush=True)
+        if "numpy" not in args.skip:
+            parts["numpy"] = bench_numpy(B, N, dt, 1, every)
+            print(every, "numpy", parts["numpy"], flush=True)
+        if "compiled" in parts and "numpy" in parts:
+            parts["compiled_over_numpy"] = (parts["compiled"]["steps_per_second"]
+                                            / parts["numpy"]["steps_per_second"])
     if "scipy" not in args.skip:
-        parts["scipy_solve_ivp"] = bench_scipy(B, N, dt, 4 if args.quick else 16)
-        print("scipy", parts["scipy_solve_ivp"], flush=True)
-    if "compiled" in parts and "numpy" in parts:
-        parts["compiled_over_numpy"] = parts["compiled"]["steps_per_second"] / parts["numpy"]["steps_per_second"]
+        res["scipy_solve_ivp_per_trajectory"] = bench_scipy(B, N, dt, 4 if args.quick else 16)
+        print("scipy", res["scipy_solve_ivp_per_trajectory"], flush=True)
     if "lyapunov" not in args.skip:
         res["lyapunov_lorenz63"] = bench_lyapunov(device, 1 if args.quick else 3)
         print("lyapunov", res["lyapunov_lorenz63"], flush=True)

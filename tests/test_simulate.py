@@ -141,3 +141,16 @@ def test_compiled_path_agrees_with_eager():
     e, f = simulate(h, x0, steps=64, compile=False), simulate(h, x0, steps=64, compile=True)
     torch.testing.assert_close(f.diverged_at, e.diverged_at, equal_nan=True)
     torch.testing.assert_close(f.x, e.x, equal_nan=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transient,every,steps", [(0, 1, 100), (45, 7, 300), (70, 40, 400), (3, 3, 33)])
+def test_compiled_recording_grid_matches_eager(transient, every, steps):
+    s = get_system("lorenz63", rho=torch.tensor([20.0, 28.0]))
+    x0 = torch.tensor([[1.0, 1.0, 1.0], [-8.0, 7.0, 27.0]], dtype=torch.float64)
+    kw = dict(steps=steps, transient=transient, save_every=every)
+    e = simulate(s, x0, compile=False, **kw)
+    f = simulate(s, x0, compile=True, **kw)
+    assert f.x.shape == e.x.shape
+    torch.testing.assert_close(f.t, e.t)
+    torch.testing.assert_close(f.x, e.x, rtol=1e-9, atol=1e-9)

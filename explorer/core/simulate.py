@@ -178,27 +178,30 @@ _cache_lock = threading.Lock()
 _compiled: dict[tuple, tuple[str, Callable]] = {}
 
 
-def _compiled_chunk(system: DynamicalSystem, solver: str, n_saves: int, every: int,
+def _compiled_chunk(system: DynamicalSystem, solver: str, n_steps: int, record_every: int,
                     dtype: torch.dtype) -> tuple[str, Callable]:
-    """The compiled chunk for this system class, solver and chunk shape (cached).
+    """The compiled ``n_steps`` chunk for this system class, solver and dtype (cached).
 
     Returns ``(layout, fn)``: ``"soa"`` when the field could be split into components
     (vectorised code, see :mod:`explorer.core.fastpath`), else ``"aos"`` (the tensor form).
+    Both return the state after every ``record_every``-th step; the caller keeps the
+    recorded ones.
     """
     structural = tuple((p.name, system.params[p.name]) for p in system.parameters if p.integer)
-    key = (type(system), structural, solver, n_saves, every, float(system.bound), dtype)
+    key = (type(system), structural, solver, n_steps, record_every, float(system.bound), dtype)
     with _cache_lock:
         hit = _compiled.get(key)
         if hit is None:
             template = type(system)(**dict(structural))
-            tag = f"{system.name}/{solver}/{n_saves}x{every}"
+            tag = f"{system.name}/{solver}/{n_steps}"
             try:
-                chunk = make_soa_chunk(template, solver, n_saves, every, float(system.bound), dtype)
+                chunk = make_soa_chunk(template, solver, n_steps, record_every,
+                                       float(system.bound), dtype)
                 hit = ("soa", compile_or_eager(chunk, key=tag + "/soa"))
             except Unsupported as e:
                 log.info("%s: no component form (%s); compiling the tensor form", tag, e)
-                chunk = _make_chunk(template, SOLVERS[solver].step, n_saves, every,
-                                    float(system.bound))
+                chunk = _make_chunk(template, SOLVERS[solver].step, n_steps // record_every,
+                                    record_every, float(system.bound))
                 hit = ("aos", compile_or_eager(chunk, key=tag))
             _compiled[key] = hit
     return hit
@@ -289,14 +292,16 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
 
 
 def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop):
-    """Fixed-step integration in chunks; compiled chunks where asked, eager for the rest.
+    """Fixed-step integration: compiled chunks where asked, eager steps for the rest.
 
-    Recorded samples are gathered as (S, D, B) blocks (the compiled component layout) and
-    returned as a (T, B, D) view.
+    Recorded samples go straight into one preallocated (T, D, B) buffer (the compiled
+    component layout), returned as a (T, B, D) view; that single write is the only pass
+    over the output memory.
     """
     B, D = x.shape
-    ok = torch.ones(B, dtype=torch.bool, device=x.device)
-    n_ok = torch.zeros(B, dtype=torch.int32, device=x.device)
+    dev = x.device
+    ok = torch.ones(B, dtype=torch.bool, device=dev)
+    n_ok = torch.zeros(B, dtype=torch.int32, device=dev)
     step = SOLVERS[solver].step
     if compile is None:
         compile = (steps + transient) * B >= AUTO_COMPILE_WORK
@@ -308,65 +313,73 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             eager_cache[(n_saves, k)] = _make_chunk(system, step, n_saves, k, float(system.bound))
         return eager_cache[(n_saves, k)]
 
-    n_fast = max(1, COMPILED_STEPS_PER_CALL // every)
+    n_fast = COMPILED_STEPS_PER_CALL
+    # the compiled chunk returns the state after every R-th step (R | every, R | transient)
+    R = next(r for r in (4, 2, 1) if every % r == 0 and transient % r == 0)
     if compile:
-        layout, fast = _compiled_chunk(system, solver, n_fast, every, x.dtype)
+        layout, fast = _compiled_chunk(system, solver, n_fast, R, x.dtype)
         params_fast = _tensor_params(system, x)
-        dt_fast = torch.tensor(dt, dtype=x.dtype, device=x.device)
-        if layout == "soa":
-            pv = [params_fast[p.name] for p in system.parameters if not p.integer]
+        dt_fast = torch.tensor(dt, dtype=x.dtype, device=dev)
+        pv = [params_fast[p.name] for p in system.parameters if not p.integer]
 
     def run_fast(x, ok, n_ok):
-        """One compiled call: n_fast * every steps; returns (S, D, B) samples."""
+        """One compiled call: n_fast steps; returns every R-th state as (n_fast / R, D, B)."""
         if layout == "soa":
             xs, cs, ok, n_ok = fast(list(x.T.contiguous().unbind(0)), ok, n_ok, dt_fast, pv)
             return xs, torch.stack(cs, -1), ok, n_ok
         xs, x, ok, n_ok = fast(x, ok, n_ok, dt_fast, params_fast)
         return xs.transpose(1, 2), x.clone(), ok, n_ok
 
+    T = steps // every + 1
+    out = torch.empty((T, D, B), dtype=x.dtype, device=dev)          # (T, D, B)
     total = transient + steps
-    done_steps = 0
-
-    def report():
-        if progress is not None and total:
-            progress(min(1.0, done_steps / total))
-
-    left = transient                              # transient: nothing recorded
-    while left > 0:
+    pos = 0                                     # steps done
+    rec = 0                                     # samples recorded
+    if transient == 0:
+        out[0] = x.T
+        rec = 1
+    while pos < total and rec < T:
         if stop is not None and stop.is_set():
             break
-        if compile and left >= n_fast * every:
-            _, x, ok, n_ok = run_fast(x, ok, n_ok)
-            k = n_fast * every
-        else:
-            k = min(left, 1024)
-            _, x, ok, n_ok = eager(1, k)(x, ok, n_ok, dt, params_eager)
-        left -= k
-        done_steps += k
-        report()
-
-    out = [x.T.unsqueeze(0)]                      # (1, D, B)
-    n_saves_left = steps // every
-    while n_saves_left > 0:
-        if stop is not None and stop.is_set():
-            break
-        if compile and n_saves_left >= n_fast:
+        if compile and total - pos >= n_fast:
             xs, x, ok, n_ok = run_fast(x, ok, n_ok)
-            s = n_fast
+            # xs[j] is the state after step pos + R (j + 1); recorded: step >= transient and
+            # (step - transient) % every == 0 (an arithmetic progression in j)
+            idx = [j for j in range(n_fast // R)
+                   if pos + R * (j + 1) >= transient and (pos + R * (j + 1) - transient) % every == 0]
+            idx = idx[: T - rec]
+            if idx:
+                sel = xs[idx[0]: idx[-1] + 1: every // R]
+                out[rec: rec + len(sel)] = sel
+                rec += len(sel)
+            pos += n_fast
+        elif pos < transient:
+            k = min(transient - pos, 1024)
+            _, x, ok, n_ok = eager(1, k)(x, ok, n_ok, dt, params_eager)
+            pos += k
+            if pos == transient:
+                out[0] = x.T
+                rec = 1
         else:
-            s = min(n_saves_left, max(1, 256 // every))
-            xs, x, ok, n_ok = eager(s, every)(x, ok, n_ok, dt, params_eager)
-            xs = xs.transpose(1, 2)
-        out.append(xs)
-        n_saves_left -= s
-        done_steps += s * every
-        report()
-    xs = torch.cat(out, 0).transpose(1, 2)        # (T, D, B) storage viewed as (T, B, D)
-    diverged_at = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
+            r = (pos - transient) % every
+            if r:                               # realign on the recording grid
+                xs, x, ok, n_ok = eager(1, every - r)(x, ok, n_ok, dt, params_eager)
+                pos += every - r
+                out[rec] = xs[-1].T
+                rec += 1
+                continue
+            s = min(T - rec, max(1, 256 // every))
+            xs, x, ok, n_ok = eager(s, every)(x, ok, n_ok, dt, params_eager)   # (s, B, D)
+            out[rec: rec + s] = xs.transpose(1, 2)
+            rec += s
+            pos += s * every
+        if progress is not None and total:
+            progress(min(1.0, pos / total))
+    xs = out[:rec].transpose(1, 2)              # (T, D, B) storage viewed as (T, B, D)
+    diverged_at = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
     if not bool(ok.all()):
         # samples after a member's divergence are NaN; diverged_at = time of the first bad step
-        T = xs.shape[0]
-        step_idx = transient + every * torch.arange(T, device=x.device)          # (T,)
+        step_idx = transient + every * torch.arange(rec, device=dev)            # (T,)
         bad = (~ok).unsqueeze(0) & (step_idx.unsqueeze(1) > n_ok.unsqueeze(0))   # (T, B)
         xs.masked_fill_(bad.unsqueeze(-1), float("nan"))
         diverged_at = torch.where(ok, diverged_at, (n_ok + 1).to(torch.float64) * dt)
