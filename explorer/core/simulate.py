@@ -36,6 +36,14 @@ COMPILED_STEPS_PER_CALL = 32
 AUTO_COMPILE_WORK = 200_000_000
 
 
+def divergence_status(diverged: torch.Tensor) -> str:
+    """``"ok"``, ``"partly diverged"`` or ``"diverged"`` from a (B,) flag tensor."""
+    n = int(diverged.sum())
+    if n == 0:
+        return "ok"
+    return "diverged" if n == diverged.numel() else "partly diverged"
+
+
 @dataclass(frozen=True)
 class Trajectory:
     """A recorded simulation, time-major.
@@ -67,10 +75,7 @@ class Trajectory:
     @property
     def status(self) -> str:
         """``"ok"``, ``"partly diverged"`` or ``"diverged"``."""
-        n = int(self.diverged.sum())
-        if n == 0:
-            return "ok"
-        return "diverged" if n == self.diverged.numel() else "partly diverged"
+        return divergence_status(self.diverged)
 
     @property
     def message(self) -> str:

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ParameterError
 from ..limits import check_size
-from ..simulate import prepare_initial_states
+from ..simulate import divergence_status, prepare_initial_states
 from ..system import DynamicalSystem
 
 
@@ -58,10 +58,7 @@ class LyapunovResult:
 
     @property
     def status(self) -> str:
-        n = int(self.diverged.sum())
-        if n == 0:
-            return "ok"
-        return "diverged" if n == self.diverged.numel() else "partly diverged"
+        return divergence_status(self.diverged)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON record of ``dynamics-explorer lyapunov --json``."""
