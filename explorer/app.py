@@ -26,10 +26,14 @@ def attractor_page() -> pn.viewable.Viewable:
     steps = pn.widgets.IntSlider(name="Steps", start=1_000, end=50_000, step=1_000, value=10_000)
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     equations = pn.pane.LaTeX("", sizing_mode="stretch_width")
-    pipe = hv.streams.Pipe(data=np.zeros((0, 2)))
-    plot = hv.DynamicMap(lambda data: hv.Path([data]).opts(color="#3b6ea5", line_width=0.6,
-                                                           responsive=True, height=520),
-                         streams=[pipe])
+    pipe = hv.streams.Pipe(data=(np.zeros((0, 2)), ("x", "y")))
+
+    def draw(data):
+        xy, names = data
+        return hv.Path([xy], kdims=list(names)).opts(color="#3b6ea5", line_width=0.6,
+                                                     responsive=True, height=520)
+
+    plot = hv.DynamicMap(draw, streams=[pipe])
 
     def update(*_):
         try:
@@ -38,8 +42,8 @@ def attractor_page() -> pn.viewable.Viewable:
                             dtype=torch.float64, device="cpu")
             xs = traj.states.numpy()
             cols = (0, 1) if system.dim < 3 else (0, 2)
-            pipe.send(xs[:, cols])
-            equations.object = "$$" + system.latex.replace(r" \\ ", r" \\\\ ") + "$$"
+            pipe.send((xs[:, cols], tuple(system.variables[c] for c in cols)))
+            equations.object = r"$$\begin{gathered}" + system.latex + r"\end{gathered}$$"
             status.object = f"**{system.title}**: {traj.message}"
         except ExplorerError as e:
             status.object = f"⚠ {e}"
