@@ -69,12 +69,12 @@ class Rossler(Flow):
         Param("c", 5.7, 0.0, 50.0, "threshold of x that switches on the z spike"),
     )
     default_x0 = (-1.4301, 5.9229, 0.0349)
-    default_dt = 0.02
+    default_dt = 0.05
     period = 6.0
     latex = r"\dot x = -y - z \\ \dot y = x + a y \\ \dot z = b + z (x - c)"
     description = ("Rössler's minimal chaotic flow, with a single quadratic term: orbits spiral "
                    "outwards in the x-y plane and are folded back by a spike in z. At c = 5.7 it "
-                   "is a band (screw-type) attractor reached by a period-doubling cascade in c.")
+                   "is a folded band, reached through a period-doubling cascade in c.")
     citation = "O. E. Rössler, An equation for continuous chaos, Phys. Lett. A 57, 397 (1976)"
     lyapunov_reference = LyapunovReference((0.0714, 0.0, -5.3943), SPROTT_TABLE)
 
@@ -302,7 +302,7 @@ class SprottA(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 1.0, 0.0, 10.0, "thermostat temperature (z relaxes towards <y^2> = a)"),)
     default_x0 = (0.0, 5.0, 0.0)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 6.0
     latex = r"\dot x = y \\ \dot y = -x + y z \\ \dot z = a - y^2"
     description = ("Case A of Sprott's simple chaotic flows, identical to the Nosé-Hoover "
@@ -328,7 +328,7 @@ class SprottB(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 1.0, 0.0, 5.0, "damping of y"),)
     default_x0 = (2.8066, 1.8985, -0.5174)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 6.0
     latex = r"\dot x = y z \\ \dot y = x - a y \\ \dot z = 1 - x y"
     description = ("Case B of Sprott's 19 algebraically simple chaotic flows found by computer "
@@ -353,7 +353,7 @@ class SprottC(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 1.0, 0.0, 5.0, "damping of y"),)
     default_x0 = (0.2882, 0.606, -3.6265)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 6.0
     latex = r"\dot x = y z \\ \dot y = x - a y \\ \dot z = 1 - x^2"
     description = ("Case C of Sprott's simple chaotic flows: like case B but with the "
@@ -400,7 +400,7 @@ class SprottF(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 0.5, 0.0, 2.0, "growth rate of y"),)
     default_x0 = (0.9703, 0.0371, 0.4515)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 6.0
     latex = r"\dot x = y + z \\ \dot y = -x + a y \\ \dot z = x^2 - z"
     description = ("Case F of Sprott's simple chaotic flows: six terms with a single quadratic "
@@ -424,7 +424,7 @@ class SprottJ(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 2.0, 0.0, 5.0, "damping of y"),)
     default_x0 = (7.9048, 0.6511, -0.7868)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 5.0
     latex = r"\dot x = 2 z \\ \dot y = -a y + z \\ \dot z = -x + y + y^2"
     description = ("Case J of Sprott's simple chaotic flows: six terms with a single quadratic "
@@ -447,7 +447,7 @@ class SprottN(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 2.0, 0.0, 5.0, "damping of z"),)
     default_x0 = (4.6852, -0.0963, -0.4312)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 5.0
     latex = r"\dot x = -2 y \\ \dot y = x + z^2 \\ \dot z = 1 + y - a z"
     description = ("Case N of Sprott's simple chaotic flows: six terms with a single quadratic "
@@ -471,7 +471,7 @@ class SprottS(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("a", 4.0, 0.0, 10.0, "coupling of y into x"),)
     default_x0 = (-1.5208, 1.4197, 1.5167)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 3.4
     latex = r"\dot x = -x - a y \\ \dot y = x + z^2 \\ \dot z = 1 + x"
     description = ("Case S of Sprott's simple chaotic flows: six terms with a single quadratic "
@@ -1023,7 +1023,7 @@ class DiffusionlessLorenz(Flow):
     variables = ("x", "y", "z")
     parameters = (Param("R", 1.0, 0.0, 10.0, "the single parameter (Rayleigh-like forcing)"),)
     default_x0 = (1.9307, -1.3688, -2.0192)
-    default_dt = 0.02
+    default_dt = 0.04
     period = 5.0
     latex = r"\dot x = -y - x \\ \dot y = -x z \\ \dot z = x y + R"
     description = ("The Lorenz equations in the limit of vanishing diffusion (high Rayleigh "
@@ -1052,7 +1052,7 @@ class MooreSpiegel(Flow):
         Param("R", 20.0, 0.0, 200.0, "buoyancy (Rayleigh-like) parameter"),
     )
     default_x0 = (0.1032, -0.0147, 0.5089)
-    default_dt = 0.01
+    default_dt = 0.005
     period = 5.0
     latex = r"\dot x = y \\ \dot y = z \\ \dot z = -z - (T - R + R x^2)\, y - T x"
     description = ("Moore and Spiegel's model of a thermally excited, magnetically restrained "
