@@ -143,7 +143,7 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
                       steps: int | None = None, transient: int | None = None,
                       dt: float | None = None, renorm_every: int | None = None,
                       batch: int | None = None, generator: torch.Generator | None = None,
-                      spread: float = 1e-2, dtype: torch.dtype = torch.float64, device=None,
+                      spread: float | None = None, dtype: torch.dtype = torch.float64, device=None,
                       progress: Callable[[float], None] | None = None,
                       stop: threading.Event | None = None) -> LyapunovResult:
     """Lyapunov spectrum of a flow or a map (largest first), batched.
@@ -155,9 +155,12 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
         steps: averaging steps per member (default: 2,500 for flows, 4,000 for maps).
         transient: steps discarded first, while ``Q`` aligns (default: 1,000).
         dt: time step for flows (default: the system's recommended step).
-        renorm_every: steps between QR re-orthonormalisations (default 10 flows, 4 maps).
+        renorm_every: steps between QR re-orthonormalisations (default 10 for flows; 1 for
+            maps, whose per-step contraction can exceed float64's range within a few steps).
         batch: members averaged (default 128 when not a parameter sweep).
-        generator: RNG for the member perturbations.
+        generator: RNG for the member perturbations; ``spread``: their relative size
+            (default 0.1 for flows, large enough that members decorrelate during the
+            transient; 0.01 for maps, which decorrelate within a few iterations).
         progress, stop: progress callback with the fraction done; an event that ends the
             run early (the exponents are then averaged over the time done).
 
@@ -171,7 +174,7 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
         raise ParameterError(f"k must be between 1 and the dimension {D}, got {k}")
     steps = int(steps if steps is not None else (4000 if is_map else 2500))
     transient = int(transient if transient is not None else 1000)
-    renorm_every = int(renorm_every or (4 if is_map else 10))
+    renorm_every = int(renorm_every or (1 if is_map else 10))
     if steps < renorm_every or transient < 0 or renorm_every < 1:
         raise ParameterError("need steps >= renorm_every >= 1 and transient >= 0")
     dt = 1.0 if is_map else float(system.default_dt if dt is None else dt)
@@ -180,6 +183,8 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     sweep = len(system.batch_shape()) > 0
     if batch is None and not sweep and (x0 is None or torch.as_tensor(x0).ndim == 1):
         batch = 128
+    if spread is None:
+        spread = 0.01 if is_map else 0.1
     x, _ = prepare_initial_states(system, x0, batch=batch, generator=generator, spread=spread,
                                   dtype=dtype, device=device)
     B = x.shape[0]
