@@ -102,6 +102,11 @@ def compile_or_eager(fn: Callable, key: str, **compile_kwargs) -> Callable:
     """
     if os.environ.get("EXPLORER_NO_COMPILE") or key in _compile_failed:
         return fn
+    # every system compiles the same chunk code with its own field: allow many variants
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < 256:
+            setattr(cfg, name, 256)
     try:
         compiled = torch.compile(fn, dynamic=False, **compile_kwargs)
     except Exception as e:  # pragma: no cover - torch.compile unavailable

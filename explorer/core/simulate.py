@@ -169,7 +169,7 @@ def _make_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: 
         for _ in range(n_saves):
             for _ in range(every):
                 xn = step(f, x, dt)
-                good = ok & torch.isfinite(xn).all(-1) & (xn.abs() <= bound).all(-1)
+                good = ok & (xn.abs() <= bound).all(-1)      # False for NaN and inf too
                 x = torch.where(good.unsqueeze(-1), xn, x)
                 n_ok = n_ok + good.to(n_ok.dtype)
                 ok = good
@@ -328,12 +328,19 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
         pv = [params_fast[p.name] for p in system.parameters if not p.integer]
 
     def run_fast(x, ok, n_ok):
-        """One compiled call: n_fast steps; returns every R-th state as (n_fast / R, D, B)."""
+        """One compiled call: n_fast steps; returns every R-th state as (n_fast / R, D, B).
+
+        In the component layout the state stays a list of (B,) vectors between consecutive
+        compiled calls (``x`` is then a list); :func:`as_tensor` turns it back."""
         if layout == "soa":
-            xs, cs, ok, n_ok = fast(list(x.T.contiguous().unbind(0)), ok, n_ok, dt_fast, pv)
-            return xs, torch.stack(cs, -1), ok, n_ok
+            cs = x if isinstance(x, list) else list(x.T.contiguous().unbind(0))
+            xs, cs, ok, n_ok = fast(cs, ok, n_ok, dt_fast, pv)
+            return xs, list(cs), ok, n_ok
         xs, x, ok, n_ok = fast(x, ok, n_ok, dt_fast, params_fast)
         return xs.transpose(1, 2), x.clone(), ok, n_ok
+
+    def as_tensor(x):
+        return torch.stack(x, -1) if isinstance(x, list) else x
 
     T = steps // every + 1
     out = torch.empty((T, D, B), dtype=x.dtype, device=dev)          # (T, D, B)
@@ -360,7 +367,7 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             pos += n_fast
         elif pos < transient:
             k = min(transient - pos, 1024)
-            _, x, ok, n_ok = eager(1, k)(x, ok, n_ok, dt, params_eager)
+            _, x, ok, n_ok = eager(1, k)(as_tensor(x), ok, n_ok, dt, params_eager)
             pos += k
             if pos == transient:
                 out[0] = x.T
@@ -368,13 +375,13 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
         else:
             r = (pos - transient) % every
             if r:                               # realign on the recording grid
-                xs, x, ok, n_ok = eager(1, every - r)(x, ok, n_ok, dt, params_eager)
+                xs, x, ok, n_ok = eager(1, every - r)(as_tensor(x), ok, n_ok, dt, params_eager)
                 pos += every - r
                 out[rec] = xs[-1].T
                 rec += 1
                 continue
             s = min(T - rec, max(1, 256 // every))
-            xs, x, ok, n_ok = eager(s, every)(x, ok, n_ok, dt, params_eager)   # (s, B, D)
+            xs, x, ok, n_ok = eager(s, every)(as_tensor(x), ok, n_ok, dt, params_eager)  # (s, B, D)
             out[rec: rec + s] = xs.transpose(1, 2)
             rec += s
             pos += s * every
