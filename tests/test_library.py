@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from explorer.core.registry import get_system, system_class, system_names
-from explorer.core.system import Flow, Map
 
 BUILTINS = system_names("builtin", dysts=False)
 FLOWS = [n for n in BUILTINS if system_class(n).kind == "flow"]

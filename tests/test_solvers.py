@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,7 @@ from scipy.linalg import expm
 
 from explorer.core.custom import parse_system
 from explorer.core.simulate import simulate
-from explorer.core.solvers import dopri5_advance, dopri5_attempt
+from explorer.core.solvers import dopri5_attempt
 
 # dx/dt = A x with a damped rotation: exact solution x(t) = expm(A t) x0
 A = np.array([[-0.3, 2.0], [-2.0, -0.3]])

@@ -83,7 +83,7 @@ class Trajectory:
         n, B = int(self.diverged.sum()), self.diverged.numel()
         if n == 0:
             return f"{B} trajectory(ies), {len(self.t)} samples, all bounded"
-        first = float(torch.nanquantile(self.diverged_at.double(), 0.0)) if n else math.nan
+        first = float(self.diverged_at[self.diverged].min())
         return (f"{n} of {B} trajectory(ies) diverged (first at t = {first:.4g}); "
                 "values after divergence are NaN")
 

@@ -77,7 +77,8 @@ def dopri5_attempt(f: Field, x: torch.Tensor, h: torch.Tensor, k1: torch.Tensor 
     """One Dormand-Prince trial step with per-member step ``h`` of shape (B,).
 
     Returns ``(x5, err, k7)``: the 5th-order solution, the embedded error estimate
-    ``x5 - x4`` and the last stage (equal to ``f(x5)``, reused as the next ``k1``: FSAL).
+    ``x5 - x4`` and the last stage (equal to ``f(x5)``; a caller may pass it as the next
+    ``k1`` when the step was accepted).
     """
     hb = h.unsqueeze(-1)                                   # (B, 1)
     ks = [f(x) if k1 is None else k1]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 
 from ..errors import ParameterError
@@ -144,7 +142,7 @@ def orbit_diagram(system: DynamicalSystem, param: str, low: float, high: float, 
     Args:
         param: parameter to sweep (bounds are checked); ``n_values`` values, evenly spaced.
         coordinate: variable recorded (index or name).
-        transient: steps discarded (default 1,000 for maps, 20,000 ... see below for flows).
+        transient: steps discarded (default 1,000 for maps; 50 periods for flows).
         n_points: maps: iterates recorded per value; flows: at most this many maxima/crossings.
         method: ``"iterates"`` (maps), ``"maxima"`` (flows: local maxima of the coordinate),
             ``"section"`` (flows: the coordinate at crossings of ``section_axis`` =
