@@ -1,0 +1,34 @@
+"""The Attractors page: ``panel serve explorer/pages/attractors.py`` serves it on its own.
+
+In a notebook: ``from explorer.pages.attractors import AttractorsPanel; AttractorsPanel()``
+embeds the page body (sidebar and plots) without the template.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import panel as pn
+
+from ..controllers.attractors import AttractorController
+from ..views.attractors import AttractorsPanel, _dysts_available
+from ..views.shell import device_widget, page_template
+from . import PAGES
+
+hv.extension("bokeh", logo=False)
+pn.extension("katex", notifications=False)
+
+__all__ = ["AttractorsPanel", "AttractorController", "build"]
+
+
+def build(*, sync_url: bool = True) -> pn.template.BootstrapTemplate:
+    """The Attractors page in the app's template (one per browser session)."""
+    controller = AttractorController(dysts=_dysts_available())
+    panel = AttractorsPanel(controller, sync_url=sync_url)
+    device = device_widget(controller.devices(), controller.device,
+                           lambda d: setattr(controller, "device", d))
+    return page_template(title="Attractors", sidebar=panel.sidebar, main=panel.main, pages=PAGES,
+                         current="attractors", device=device)
+
+
+if __name__.startswith("bokeh_app"):
+    build().servable()

@@ -1,0 +1,1 @@
+"""Panel/HoloViews views: pure plot builders (:mod:`.plots`) and page panels (Viewers)."""

@@ -1,0 +1,791 @@
+"""The Attractors page's view: widgets built from the controller, streams, plots.
+
+``AttractorsPanel(controller)`` is a :class:`panel.viewable.Viewer`; it owns no state of
+its own beyond widgets and streams (all built per instance, so sessions never share them).
+Results reach the plots only through HoloViews ``Pipe`` streams, published from the UI
+thread when the controller's background jobs finish.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from holoviews.operation.datashader import rasterize
+
+from ..controllers.attractors import CUSTOM, AttractorController
+from ..controllers.live import LiveEnsemble
+from ..controllers.presets import PRESETS
+from ..core.errors import ExplorerError
+from ..core.registry import system_class
+from . import plots
+
+PLOT_OPTS = dict(responsive=True, min_height=420, toolbar="above", default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
+
+#: control groups that classroom mode can hide (``?classroom=1&hide=solver,dt``)
+CONTROL_GROUPS = ("presets", "system", "params", "x0", "solver", "dt", "n", "duration", "view",
+                  "color", "live", "lyapunov", "orbit", "section", "fixed", "export", "custom",
+                  "device")
+
+
+class AttractorsPanel(pn.viewable.Viewer):
+    """Sidebar and main area of the Attractors page around one :class:`AttractorController`."""
+
+    controller = param.ClassSelector(class_=AttractorController)
+
+    def __init__(self, controller: AttractorController | None = None, *, sync_url: bool = False,
+                 **params):
+        ctrl = controller or AttractorController(dysts=_dysts_available())
+        super().__init__(controller=ctrl, **params)
+        self._doc = pn.state.curdoc
+        ctrl.jobs.notify = self._schedule_poll
+        self._live: LiveEnsemble | None = None
+        self._last_frame = -1
+        self._centre = None
+        self._building = False
+        self._make_widgets()
+        self._make_plots()
+        self._layout()
+        ctrl.param.watch(self._on_result, ["attractor", "lyapunov", "orbit", "section", "fixed"])
+        ctrl.param.watch(self._on_status, ["status", "errors"])
+        ctrl.param.watch(self._on_system_changed, ["system", "values", "x0", "solver", "dt", "n_traj",
+                                                   "duration", "transient", "equations"])
+        ctrl.param.watch(self._on_view_changed, ["x_var", "y_var", "z_var", "view", "azimuth",
+                                                 "elevation"])
+        ctrl.param.watch(self._on_classroom, ["classroom", "hidden"])
+        ctrl.param.watch(self._on_preset, "preset")
+        self._callbacks = []
+        if sync_url and pn.state.location is not None:
+            loc = pn.state.location
+            query = dict(loc.query_params or {})
+            if query:
+                ctrl.apply_query(query, compute=False)
+            ctrl.param.watch(self._push_url, "query_version")
+        self._sync_widgets()
+        self._on_classroom()
+        self._on_preset()
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(lambda ctx: self.close())
+        self._periodic = pn.state.add_periodic_callback(self._tick, period=40, start=True)
+        ctrl.request_attractor()
+        if ctrl.preset and ctrl.preset in PRESETS:
+            for what in PRESETS[ctrl.preset].compute:
+                {"lyapunov": ctrl.request_lyapunov, "orbit": ctrl.request_orbit,
+                 "fixed": ctrl.request_fixed_points, "section": lambda: None}[what]()
+
+    # ================================================================ widgets
+    def _make_widgets(self) -> None:
+        c = self.controller
+        self.w_preset = pn.widgets.Select(name="Teaching preset", options={"(none)": ""} | {
+            p.title: k for k, p in PRESETS.items()}, value=c.preset, sizing_mode="stretch_width")
+        self.preset_text = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["preset-text"])
+        self.w_search = pn.widgets.TextInput(name="System", placeholder="search systems ...",
+                                             sizing_mode="stretch_width")
+        self.w_system = pn.widgets.Select(name="", groups=self._system_groups(""), value=c.system,
+                                          sizing_mode="stretch_width", size=1)
+        self.params_box = pn.Column(sizing_mode="stretch_width")
+        self.w_x0 = pn.widgets.TextInput(name="Initial condition", sizing_mode="stretch_width")
+        self.x0_error = pn.pane.Markdown("", css_classes=["field-error"], sizing_mode="stretch_width")
+        self.w_solver = pn.widgets.Select(name="Solver", options=["rk4", "dopri5", "euler"], value="rk4",
+                                          sizing_mode="stretch_width")
+        self.w_dt = pn.widgets.FloatInput(name="Time step dt", value=c.dt, start=1e-5, end=10.0,
+                                          step=0.001, format="0.[00000]", sizing_mode="stretch_width")
+        self.w_n = pn.widgets.IntInput(name="Trajectories", value=c.n_traj, start=1, end=100_000,
+                                       sizing_mode="stretch_width")
+        self.w_duration = pn.widgets.FloatInput(name="Duration", value=c.duration, start=1e-3, end=1e7,
+                                                sizing_mode="stretch_width")
+        self.w_transient = pn.widgets.FloatInput(name="Transient", value=c.transient, start=0.0,
+                                                 end=1e6, sizing_mode="stretch_width")
+        self.w_view = pn.widgets.RadioButtonGroup(name="View", options=["2D", "3D"], value=c.view,
+                                                  button_type="default")
+        self.w_xvar = pn.widgets.Select(name="horizontal", width=90)
+        self.w_yvar = pn.widgets.Select(name="vertical", width=90)
+        self.w_zvar = pn.widgets.Select(name="depth", width=90)
+        self.w_az = pn.widgets.FloatSlider(name="Azimuth", start=-180, end=180, step=1, value=c.azimuth,
+                                           sizing_mode="stretch_width")
+        self.w_el = pn.widgets.FloatSlider(name="Elevation", start=-90, end=90, step=1, value=c.elevation,
+                                           sizing_mode="stretch_width")
+        self.w_color = pn.widgets.Select(name="Colour by", options={"time": "time", "speed": "speed",
+                                                                     "local expansion rate": "expansion"},
+                                         value=c.color_by, sizing_mode="stretch_width")
+        # live mode
+        self.b_play = pn.widgets.Button(name="▶ Run", button_type="success", width=70)
+        self.b_pause = pn.widgets.Button(name="❚❚ Pause", width=70)
+        self.b_step = pn.widgets.Button(name="Step", width=60)
+        self.b_reset = pn.widgets.Button(name="Reset", width=60)
+        self.w_speed = pn.widgets.IntSlider(name="Speed (steps per frame)", start=1, end=50, value=2,
+                                            sizing_mode="stretch_width")
+        self.w_live_n = pn.widgets.IntInput(name="Ensemble size", value=1000, start=1, end=100_000,
+                                            sizing_mode="stretch_width")
+        # analysis
+        self.b_lyap = pn.widgets.Button(name="Compute Lyapunov spectrum", button_type="primary",
+                                        sizing_mode="stretch_width")
+        self.w_orbit_param = pn.widgets.Select(name="Parameter", width=110)
+        self.w_orbit_var = pn.widgets.Select(name="Coordinate", width=110)
+        self.w_orbit_lo = pn.widgets.FloatInput(name="from", width=110)
+        self.w_orbit_hi = pn.widgets.FloatInput(name="to", width=110)
+        self.b_orbit = pn.widgets.Button(name="Compute orbit diagram", button_type="primary",
+                                         sizing_mode="stretch_width")
+        self.b_orbit_back = pn.widgets.Button(name="◀ Back", width=80, disabled=True)
+        self.w_sec_var = pn.widgets.Select(name="Section plane: variable", width=110)
+        self.w_sec_val = pn.widgets.FloatInput(name="= value (empty: mean)", value=None, width=130)
+        self.b_fixed = pn.widgets.Button(name="Find fixed points", button_type="primary",
+                                         sizing_mode="stretch_width")
+        # custom system
+        self.w_equations = pn.widgets.TextAreaInput(name="Equations", value=c.equations, height=110,
+                                                    sizing_mode="stretch_width")
+        self.w_custom_params = pn.widgets.TextInput(name="Parameters", value=c.custom_params,
+                                                    sizing_mode="stretch_width")
+        self.custom_error = pn.pane.Markdown("", css_classes=["field-error"], sizing_mode="stretch_width")
+        self.b_custom = pn.widgets.Button(name="Use these equations", button_type="primary",
+                                          sizing_mode="stretch_width")
+        # export
+        self.d_csv = pn.widgets.FileDownload(callback=self._csv, filename="trajectory.csv",
+                                             label="Trajectory CSV", button_type="light", width=135)
+        self.d_npz = pn.widgets.FileDownload(callback=self._npz, filename="trajectory.npz",
+                                             label="Trajectory NPZ", button_type="light", width=135)
+        # status
+        self.status = pn.pane.Markdown("", css_classes=["status-line"], sizing_mode="stretch_width")
+        self.equations = pn.pane.LaTeX("", sizing_mode="stretch_width", styles={"font-size": "1.05em"})
+        self.about = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.lyap_text = pn.pane.Markdown("Press **Compute Lyapunov spectrum**.", sizing_mode="stretch_width")
+        self.fixed_table = pn.pane.DataFrame(pd.DataFrame(), sizing_mode="stretch_width", index=False,
+                                             float_format="{:.5g}".format)
+        self.orbit_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.section_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.live_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+
+        # wiring
+        self.w_preset.param.watch(lambda e: self._guard(self.controller.apply_preset, e.new) if e.new else None, "value")
+        self.w_search.param.watch(self._filter_systems, "value_input")
+        self.w_system.param.watch(lambda e: self._set("system", e.new), "value")
+        self.w_x0.param.watch(self._on_x0, "value")
+        self.w_solver.param.watch(lambda e: self._set("solver", e.new), "value")
+        self.w_dt.param.watch(lambda e: self._set("dt", e.new), "value")
+        self.w_n.param.watch(lambda e: self._set("n_traj", e.new), "value")
+        self.w_duration.param.watch(lambda e: self._set("duration", e.new), "value")
+        self.w_transient.param.watch(lambda e: self._set("transient", e.new), "value")
+        self.w_view.param.watch(lambda e: self._set("view", e.new), "value")
+        self.w_xvar.param.watch(lambda e: self._set("x_var", e.new), "value")
+        self.w_yvar.param.watch(lambda e: self._set("y_var", e.new), "value")
+        self.w_zvar.param.watch(lambda e: self._set("z_var", e.new), "value")
+        self.w_az.param.watch(lambda e: self._set("azimuth", e.new), "value")
+        self.w_el.param.watch(lambda e: self._set("elevation", e.new), "value")
+        self.w_color.param.watch(lambda e: self._set("color_by", e.new), "value")
+        self.b_play.on_click(self._play)
+        self.b_pause.on_click(self._pause)
+        self.b_step.on_click(self._step)
+        self.b_reset.on_click(self._reset)
+        self.w_speed.param.watch(lambda e: self._live and self._live.set_speed(e.new), "value")
+        self.b_lyap.on_click(lambda e: self.controller.request_lyapunov())
+        self.w_orbit_param.param.watch(lambda e: self._set("orbit_param", e.new), "value")
+        self.w_orbit_var.param.watch(lambda e: self._set("orbit_var", e.new), "value")
+        self.w_orbit_lo.param.watch(lambda e: self._set("orbit_low", e.new), "value")
+        self.w_orbit_hi.param.watch(lambda e: self._set("orbit_high", e.new), "value")
+        self.b_orbit.on_click(lambda e: self.controller.request_orbit())
+        self.b_orbit_back.on_click(lambda e: self.controller.orbit_back())
+        self.w_sec_var.param.watch(lambda e: self._set("section_var", e.new), "value")
+        self.w_sec_val.param.watch(lambda e: self._set("section_value", e.new), "value")
+        self.b_fixed.on_click(lambda e: self.controller.request_fixed_points())
+        self.w_equations.param.watch(self._check_custom, "value_input")
+        self.w_custom_params.param.watch(self._check_custom, "value_input")
+        self.b_custom.on_click(self._apply_custom)
+
+    def _system_groups(self, query: str) -> dict:
+        q = query.strip().lower()
+        groups: dict[str, dict[str, str]] = {}
+        for name in self.controller.param.system.objects:
+            if name == CUSTOM:
+                label, origin = "Custom (your equations)", "Custom"
+            else:
+                cls = system_class(name)
+                label = cls.title or name
+                origin = {"builtin": "Built-in", "dysts": "dysts"}.get(cls.origin, cls.origin)
+                if q and q not in label.lower() and q not in name:
+                    continue
+            groups.setdefault(origin, {})[label] = name
+        if self.controller.system not in [v for g in groups.values() for v in g.values()]:
+            cls = system_class(self.controller.system) if self.controller.system != CUSTOM else None
+            groups.setdefault("Current", {})[cls.title if cls else "Custom"] = self.controller.system
+        return groups
+
+    def _filter_systems(self, event) -> None:
+        self.w_system.groups = self._system_groups(event.new or "")
+
+    # ================================================================ plots
+    def _make_plots(self) -> None:
+        c = self.controller
+        self.pipe = hv.streams.Pipe(data=None)
+        self.trail_pipe = hv.streams.Pipe(data=None)
+        self.ts_pipe = hv.streams.Pipe(data=None)
+        self.lyap_pipe = hv.streams.Pipe(data=None)
+        self.orbit_pipe = hv.streams.Pipe(data=None)
+        self.section_pipe = hv.streams.Pipe(data=None)
+
+        def dense(data):
+            return plots.points_element(data, dense=True) if data else plots.empty_points()
+
+        def sparse(data):
+            return plots.points_element(data, dense=False) if data else plots.empty_points()
+
+        def lines(data):
+            if not data:
+                return hv.Path([])
+            return plots.path_element(c.attractor, data["axes"], view=data["view"],
+                                      azimuth=data["az"], elevation=data["el"])
+
+        def triad(data):
+            if not data or data["view"] != "3D" or c.attractor is None:
+                return hv.Overlay([hv.Segments([]), hv.Labels([])])
+            return plots.axes_triad(c.attractor.x, c.attractor.variables, data["axes"], data["az"], data["el"])
+
+        cmap = pn.bind(lambda col: plots.CMAPS[col], c.param.color_by)
+        dm_dense = hv.DynamicMap(dense, streams=[self.pipe])
+        dm_sparse = hv.DynamicMap(sparse, streams=[self.pipe])
+        raster = rasterize(dm_dense, aggregator=ds.mean("c"), line_width=0).apply.opts(cmap=cmap)
+        raster = raster.opts(cnorm="eq_hist", colorbar=False, tools=["tap"], framewise=True, **PLOT_OPTS)
+        pts = dm_sparse.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
+                                                               framewise=True)
+        trails = hv.DynamicMap(self._trails, streams=[self.trail_pipe])
+        self.tap = hv.streams.Tap(source=dm_sparse, x=None, y=None)
+        self.tap.add_subscriber(self._on_tap)
+        self.attractor_plot = pn.pane.HoloViews(
+            (raster * hv.DynamicMap(lines, streams=[self.pipe]) * pts
+             * hv.DynamicMap(triad, streams=[self.pipe]) * trails).opts(
+                hv.opts.Overlay(responsive=True, min_height=460, framewise=True, title="")),
+            sizing_mode="stretch_both", min_height=460)
+        self.ts_plot = pn.pane.HoloViews(hv.DynamicMap(lambda data: plots.timeseries_plot(data),
+                                                       streams=[self.ts_pipe]).opts(
+            hv.opts.Curve(line_width=1, framewise=True), hv.opts.NdOverlay(responsive=True, min_height=300,
+                                                           framewise=True, legend_position="right")),
+            sizing_mode="stretch_width", min_height=360)
+        self.lyap_plot = pn.pane.HoloViews(hv.DynamicMap(
+            lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
+            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"]),
+            hv.opts.Overlay(framewise=True)),
+            sizing_mode="stretch_width")
+        orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data), streams=[self.orbit_pipe])
+        orbit_r = rasterize(orbit_dm, aggregator=ds.count(), line_width=0).opts(
+            cmap="kbc_r", cnorm="eq_hist", tools=["box_select"], active_tools=["box_select"],
+            responsive=True, min_height=380, framewise=True)
+        self.orbit_bounds = hv.streams.BoundsXY(source=orbit_r, bounds=None)
+        self.orbit_bounds.add_subscriber(self._on_orbit_box)
+        self.orbit_marker = hv.streams.Pipe(data=None)
+        marker = hv.DynamicMap(lambda data: hv.VLine(data if data is not None else np.nan).opts(
+            color="#d9480f", line_width=1.5, line_dash="dashed"), streams=[self.orbit_marker])
+        self.orbit_plot = pn.pane.HoloViews((orbit_r * marker).opts(hv.opts.Overlay(framewise=True)),
+                                            sizing_mode="stretch_width", min_height=380)
+        sec_dm = hv.DynamicMap(lambda data: plots.section_plot(*(data or (None, ("a", "b")))),
+                               streams=[self.section_pipe]).opts(
+            color="#1864ab", size=2.5, responsive=True, min_height=380, framewise=True, tools=["tap"])
+        self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
+        self.section_tap.add_subscriber(self._on_section_tap)
+        self.section_plot = pn.pane.HoloViews(sec_dm, sizing_mode="stretch_width", min_height=380)
+
+    def _trails(self, data):
+        if not data:
+            return hv.Overlay([hv.Path([]), hv.Points([])])
+        return plots.trails_plot(**data)
+
+    # ================================================================ layout
+    def _layout(self) -> None:
+        c = self.controller
+        w = self
+        self.groups = {
+            "presets": pn.Column(w.w_preset, w.preset_text, sizing_mode="stretch_width"),
+            "system": pn.Column(w.w_search, w.w_system, sizing_mode="stretch_width"),
+            "params": w.params_box,
+            "x0": pn.Column(w.w_x0, w.x0_error, sizing_mode="stretch_width"),
+            "solver": w.w_solver, "dt": w.w_dt, "n": pn.Row(w.w_n, w.w_transient, sizing_mode="stretch_width"),
+            "duration": w.w_duration,
+            "view": pn.Column(pn.Row(w.w_view, w.w_xvar, w.w_yvar, w.w_zvar, sizing_mode="stretch_width"),
+                              w.w_az, w.w_el, sizing_mode="stretch_width"),
+            "color": w.w_color,
+            "live": pn.Column(pn.Row(w.b_play, w.b_pause, w.b_step, w.b_reset), w.w_speed, w.w_live_n,
+                              w.live_text, sizing_mode="stretch_width"),
+            "export": pn.Row(w.d_csv, w.d_npz),
+            "custom": pn.Card(w.w_equations, w.w_custom_params, w.custom_error, w.b_custom,
+                              title="Custom system", collapsed=c.system != CUSTOM,
+                              sizing_mode="stretch_width"),
+            "lyapunov": pn.Column(w.b_lyap, w.lyap_text, w.lyap_plot, sizing_mode="stretch_width"),
+            "orbit": pn.Column(pn.Row(w.w_orbit_param, w.w_orbit_var, w.w_orbit_lo, w.w_orbit_hi),
+                               pn.Row(w.b_orbit, w.b_orbit_back, sizing_mode="stretch_width"),
+                               w.orbit_text, w.orbit_plot, sizing_mode="stretch_width"),
+            "section": pn.Column(pn.Row(w.w_sec_var, w.w_sec_val), w.section_text, w.section_plot,
+                                 sizing_mode="stretch_width"),
+            "fixed": pn.Column(w.b_fixed, w.fixed_table, sizing_mode="stretch_width"),
+        }
+        g = self.groups
+        self.sidebar = pn.Column(
+            g["presets"], pn.layout.Divider(), g["system"], g["params"], g["x0"],
+            pn.Row(g["solver"], g["dt"], sizing_mode="stretch_width"), g["n"], g["duration"],
+            pn.layout.Divider(), pn.pane.Markdown("**View**"), g["view"], g["color"],
+            pn.layout.Divider(), pn.pane.Markdown("**Live mode**"), g["live"],
+            pn.layout.Divider(), g["custom"], pn.pane.Markdown("**Export**"), g["export"],
+            sizing_mode="stretch_width", css_classes=["explorer-sidebar"])
+        self.tabs = pn.Tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
+                            ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
+                            ("About this system", self.about),
+                            dynamic=False, sizing_mode="stretch_width")
+        self.main = pn.Column(
+            self.status,
+            pn.Row(pn.Column(self.attractor_plot, sizing_mode="stretch_both", min_height=480),
+                   pn.Column(self.equations, pn.pane.Markdown("**Time series** (first trajectory)"),
+                             self.ts_plot, sizing_mode="stretch_width", max_width=440),
+                   sizing_mode="stretch_width", min_height=480),
+            self.tabs, sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.sidebar, width=360), self.main, sizing_mode="stretch_width")
+
+    # ================================================================ sync widgets <- controller
+    def _sync_widgets(self) -> None:
+        c = self.controller
+        self._building = True
+        try:
+            var = list(c.variables())
+            self.w_system.groups = self._system_groups(self.w_search.value or "")
+            self.w_system.value = c.system
+            self.w_x0.value = ", ".join(f"{v:.6g}" for v in c.x0)
+            flow = self._kind() == "flow"
+            self.w_solver.options = ["rk4", "dopri5", "euler"] if flow else ["map"]
+            self.w_solver.value = c.solver
+            self.w_dt.value, self.w_dt.disabled = c.dt, not flow
+            self.w_duration.name = "Duration (time units)" if flow else "Iterations"
+            self.w_transient.name = "Transient (time)" if flow else "Transient (iterations)"
+            self.w_n.value, self.w_duration.value, self.w_transient.value = c.n_traj, c.duration, c.transient
+            for w_, v in ((self.w_xvar, c.x_var), (self.w_yvar, c.y_var)):
+                w_.options, w_.value = var, v
+            self.w_zvar.options = var
+            if c.z_var in var:
+                self.w_zvar.value = c.z_var
+            self.w_view.options = ["2D", "3D"] if len(var) >= 3 else ["2D"]
+            self.w_view.value = c.view
+            self.w_zvar.visible = self.w_az.visible = self.w_el.visible = c.view == "3D"
+            self.w_az.value, self.w_el.value = c.azimuth, c.elevation
+            self.w_color.value = c.color_by
+            specs = [p for p in c.param_specs() if not p.integer] if c.system != CUSTOM else []
+            self.w_orbit_param.options = [p.name for p in specs]
+            self.w_orbit_param.value = c.orbit_param if c.orbit_param in self.w_orbit_param.options else None
+            self.w_orbit_param.disabled = not specs
+            self.b_orbit.disabled = not specs
+            self.w_orbit_var.options, self.w_orbit_var.value = var, c.orbit_var if c.orbit_var in var else var[0]
+            self.w_orbit_lo.value, self.w_orbit_hi.value = c.orbit_low, c.orbit_high
+            self.b_orbit_back.disabled = not c.orbit_history
+            self.w_sec_var.options = var if flow else []
+            self.w_sec_var.value = c.section_var if c.section_var in var else None
+            self.w_sec_val.value = c.section_value
+            self.groups["section"].visible = True
+            self.w_equations.value, self.w_custom_params.value = c.equations, c.custom_params
+            self._build_sliders()
+            self._describe()
+        finally:
+            self._building = False
+
+    def _kind(self) -> str:
+        try:
+            return self.controller.current_system().kind
+        except ExplorerError:
+            return "flow"
+
+    def _build_sliders(self) -> None:
+        c = self.controller
+        if c.system == CUSTOM:
+            self.params_box.objects = [pn.pane.Markdown("*Parameters of a custom system are set in "
+                                                        "the Custom system card below.*")]
+            return
+        sliders = []
+        for spec in c.param_specs():
+            value = c.values.get(spec.name, spec.default)
+            label = f"{spec.name}"
+            if spec.integer:
+                s = pn.widgets.IntSlider(name=label, start=int(spec.low), end=int(min(spec.high, 200)),
+                                         value=int(value), sizing_mode="stretch_width")
+            else:
+                step = _nice_step(spec.low, spec.high)
+                s = pn.widgets.EditableFloatSlider(
+                    name=label, start=float(spec.low), end=float(spec.high), fixed_start=float(spec.low),
+                    fixed_end=float(spec.high), value=float(value), step=step, format="0.[0000]",
+                    sizing_mode="stretch_width")
+            s.description = spec.doc or None
+            s.param.watch(lambda e, n=spec.name: self._set_value(n, e.new), "value_throttled"
+                          if not isinstance(s, pn.widgets.EditableFloatSlider) else "value")
+            sliders.append(s)
+        self.params_box.objects = sliders
+
+    def _describe(self) -> None:
+        try:
+            sys_ = self.controller.current_system()
+        except ExplorerError:
+            return
+        latex = sys_.latex or ""
+        self.equations.object = (r"$$\begin{gathered}" + latex + r"\end{gathered}$$") if latex else ""
+        lines = [f"### {sys_.title or sys_.name}", sys_.description or ""]
+        if sys_.citation:
+            lines.append(f"*Reference:* {sys_.citation}")
+        ref = sys_.lyapunov_reference
+        if ref is not None:
+            lines.append("*Published Lyapunov exponents:* " + ", ".join(f"{v:.4g}" for v in ref.exponents)
+                         + f" ({ref.source})")
+        lines.append(f"*Origin:* {sys_.origin}; *dimension* {sys_.dim}; *kind* {sys_.kind}")
+        self.about.object = "\n\n".join(lines)
+
+    # ================================================================ controller <- widgets
+    def _set(self, name: str, value) -> None:
+        if self._building or value is None and name not in ("section_value",):
+            return
+        c = self.controller
+        if getattr(c, name) == value:
+            return
+        try:
+            setattr(c, name, value)
+        except (ValueError, ExplorerError) as e:
+            c.status = f"⚠ {str(e).splitlines()[0]}"
+
+    def _set_value(self, name: str, value) -> None:
+        if self._building:
+            return
+        self._guard(self.controller.set_value, name, value)
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except (ValueError, ExplorerError) as e:
+            self.controller.status = f"⚠ {str(e).splitlines()[0]}"
+
+    def _on_x0(self, event) -> None:
+        if self._building:
+            return
+        try:
+            self.controller.set_x0([s for s in event.new.replace(";", ",").split(",") if s.strip()])
+            self.x0_error.object = ""
+        except (ExplorerError, ValueError) as e:
+            self.x0_error.object = f"⚠ {e}"
+
+    def _check_custom(self, _event=None) -> None:
+        problems = self.controller.check_custom(self.w_equations.value_input or self.w_equations.value,
+                                                self.w_custom_params.value_input or self.w_custom_params.value)
+        self.custom_error.object = "" if not problems else "⚠ " + problems[0]
+        self.b_custom.disabled = bool(problems)
+
+    def _apply_custom(self, _event=None) -> None:
+        c = self.controller
+        eqs = self.w_equations.value_input or self.w_equations.value
+        ptext = self.w_custom_params.value_input or self.w_custom_params.value
+        problems = c.check_custom(eqs, ptext)
+        if problems:
+            self.custom_error.object = "⚠ " + problems[0]
+            return
+        with param.parameterized.batch_call_watchers(c):
+            c.param.update(equations=eqs, custom_params=ptext)
+        if c.system != CUSTOM:
+            c.system = CUSTOM
+        self.custom_error.object = ""
+
+    # ================================================================ results -> streams
+    def _schedule_poll(self) -> None:
+        doc = self._doc
+        if doc is not None and doc.session_context is not None:
+            try:
+                doc.add_next_tick_callback(self._poll)
+            except Exception:
+                pass
+
+    def _poll(self) -> None:
+        with pn.io.hold():
+            self.controller.poll()
+
+    def _tick(self) -> None:
+        self._poll()
+        self._draw_live()
+
+    def _on_result(self, event) -> None:
+        c = self.controller
+        if event.name == "attractor":
+            self._send_attractor()
+            self.ts_pipe.send(c.attractor)
+        elif event.name == "lyapunov":
+            r = c.lyapunov
+            ref = None
+            try:
+                sys_ = c.current_system()
+                if sys_.lyapunov_reference is not None and (sys_.lyapunov_reference.params is None or all(
+                        abs(float(sys_.params[k]) - v) < 1e-9 for k, v in sys_.lyapunov_reference.params.items())):
+                    if all(abs(float(sys_.params[k]) - sys_.defaults()[k]) < 1e-9 for k in sys_.defaults()):
+                        ref = sys_.lyapunov_reference.exponents
+            except (ExplorerError, KeyError):
+                pass
+            self.lyap_pipe.send((r, ref))
+            if r is not None:
+                ex = r.exponents.tolist()
+                unit = "per iteration" if r.kind == "map" else "per time unit"
+                txt = (f"**λ** = {', '.join(f'{v:.4f}' for v in ex)} ({unit}); "
+                       f"Kaplan–Yorke dimension **{float(r.kaplan_yorke_dimension):.3f}**; "
+                       f"averaged over {r.averaging_time:g} {'iterations' if r.kind == 'map' else 'time units'}")
+                if ref is not None:
+                    txt += "; published: " + ", ".join(f"{v:.4g}" for v in ref)
+                if bool(r.diverged.any()):
+                    txt += f"; ⚠ {int(r.diverged.sum())} member(s) diverged and were left out"
+                self.lyap_text.object = txt
+        elif event.name == "orbit":
+            r = c.orbit
+            self.orbit_pipe.send(r)
+            self._mark_orbit()
+            self.b_orbit_back.disabled = not c.orbit_history
+            if r is not None:
+                self.w_orbit_lo.value, self.w_orbit_hi.value = c.orbit_low, c.orbit_high
+                nd = int(r.diverged.sum())
+                self.orbit_text.object = (f"{r.param} ∈ [{c.orbit_low:.6g}, {c.orbit_high:.6g}], "
+                                          f"{len(r.values)} values ({r.method}). Drag a box to zoom in."
+                                          + (f" ⚠ diverged for {nd} values (not drawn)." if nd else ""))
+        elif event.name == "section":
+            s = c.section
+            self.section_pipe.send(None if s is None else (s, c.attractor.variables))
+            if s is not None:
+                var = c.attractor.variables[s.axis]
+                self.section_text.object = (f"{len(s.points)} upward crossings of {var} = {s.value:.5g}. "
+                                            "Click a point to start there.")
+            else:
+                self.section_text.object = "No section for this system (maps are already discrete)."
+        elif event.name == "fixed":
+            rows = plots.fixed_points_table(c.fixed, c.variables())
+            self.fixed_table.object = pd.DataFrame(rows) if rows else pd.DataFrame({"": ["no fixed point found"]})
+
+    def _send_attractor(self) -> None:
+        c = self.controller
+        data = c.attractor
+        if data is None:
+            self.pipe.send(None)
+            return
+        axes = self._axes(data.variables)
+        if c.view == "3D" and len(axes) == 3:
+            idx = [list(data.variables).index(a) for a in axes]
+            self._centre = np.nanmean(data.x[..., idx].reshape(-1, 3), axis=0)
+        else:
+            self._centre = None
+        pts = plots.attractor_points(data, axes, view=c.view, azimuth=c.azimuth, elevation=c.elevation)
+        pts.update(axes=axes, view=c.view, az=c.azimuth, el=c.elevation)
+        self.pipe.send(pts)
+
+    def _axes(self, variables) -> tuple[str, ...]:
+        c = self.controller
+        axes = [c.x_var, c.y_var] + ([c.z_var] if c.view == "3D" else [])
+        if not all(a in variables for a in axes) or (c.view == "3D" and len(set(axes)) < 3):
+            axes = list(variables[:3] if c.view == "3D" and len(variables) >= 3 else variables[:2])
+            if len(axes) == 1:
+                axes = axes * 2
+        return tuple(axes)
+
+    def _mark_orbit(self) -> None:
+        c = self.controller
+        v = c.values.get(c.orbit_param) if c.system != CUSTOM else None
+        self.orbit_marker.send(None if v is None else float(v))
+
+    def _on_status(self, *_):
+        c = self.controller
+        self.status.object = c.status
+        err = c.errors.get("custom")
+        if err:
+            self.custom_error.object = "⚠ " + err
+
+    def _on_system_changed(self, event) -> None:
+        c = self.controller
+        if event.name in ("system", "equations") or (event.name == "values" and
+                                                      len(c.x0) != len(self.w_x0.value.split(","))):
+            self._stop_live()
+            self._sync_widgets()
+        elif event.name == "x0":
+            self._building = True
+            self.w_x0.value = ", ".join(f"{v:.6g}" for v in c.x0)
+            self._building = False
+            if self._live is not None:
+                self._guard(self._live.reset, c.x0)
+                self._draw_live(force=True)
+        elif event.name == "values":
+            self._mark_orbit()
+            if self._live is not None:
+                self._guard(self._live.set_system, c.current_system())
+        elif event.name == "solver":
+            self._stop_live()
+
+    def _on_view_changed(self, event) -> None:
+        c = self.controller
+        if event.name == "view":
+            self._building = True
+            self.w_view.value = c.view
+            self.w_zvar.visible = self.w_az.visible = self.w_el.visible = c.view == "3D"
+            self._building = False
+        self._send_attractor()
+        self._draw_live(force=True)
+
+    def _on_classroom(self, *_):
+        c = self.controller
+        hidden = set(c.hidden) if c.classroom else set()
+        for name, obj in self.groups.items():
+            obj.visible = name not in hidden
+
+    def _on_preset(self, *_):
+        c = self.controller
+        p = PRESETS.get(c.preset)
+        self._building = True
+        self.w_preset.value = c.preset if p else ""
+        self._building = False
+        self.preset_text.object = f"**{p.title}.** {p.text}" if p else ""
+        if p:
+            self._sync_widgets()
+
+    def _push_url(self, *_):
+        loc = pn.state.location
+        if loc is None:
+            return
+        from urllib.parse import urlencode
+        q = self.controller.to_query()
+        page = (loc.query_params or {}).get("page")
+        if page:
+            q = {"page": page, **q}
+        loc.search = "?" + urlencode(q)
+
+    # ================================================================ clicks
+    def _on_tap(self, x=None, y=None) -> None:
+        c = self.controller
+        if x is None or y is None:
+            return
+        if c.view == "3D":
+            c.status = "Clicks set the initial condition in the 2D view (the 3D projection is ambiguous)."
+            return
+        self._guard(c.set_point, {c.x_var: x, c.y_var: y})
+
+    def _on_section_tap(self, x=None, y=None) -> None:
+        c = self.controller
+        s = c.section
+        if x is None or y is None or s is None or c.attractor is None:
+            return
+        var = c.attractor.variables
+        others = [v for i, v in enumerate(var) if i != s.axis][:2]
+        self._guard(c.set_point, {others[0]: x, others[1]: y, var[s.axis]: s.value})
+
+    def _on_orbit_box(self, bounds=None) -> None:
+        if not bounds:
+            return
+        x0, _y0, x1, _y1 = bounds
+        if not (math.isfinite(x0) and math.isfinite(x1)) or x1 - x0 <= 0:
+            return
+        self._guard(self.controller.zoom_orbit, x0, x1)
+
+    # ================================================================ live mode
+    def _play(self, _event=None) -> None:
+        c = self.controller
+        try:
+            if self._live is None:
+                sys_ = c.current_system()
+                solver = None if sys_.kind == "map" else ("rk4" if c.solver == "dopri5" else c.solver)
+                self._live = LiveEnsemble(sys_, c.x0, n=int(self.w_live_n.value or 1000),
+                                          steps_per_frame=self.w_speed.value, dt=None if sys_.kind == "map" else c.dt,
+                                          solver=solver, spread=0.02, device="cpu")
+            self._live.play()
+            self.live_text.object = f"running: {self._live.n} trajectories"
+        except (ExplorerError, ValueError) as e:
+            self.live_text.object = f"⚠ {e}"
+
+    def _pause(self, _event=None) -> None:
+        if self._live is not None:
+            self._live.pause()
+            self.live_text.object = "paused"
+
+    def _step(self, _event=None) -> None:
+        if self._live is None:
+            self._play()
+            self._pause()
+        if self._live is not None:
+            self._live.pause()
+            self._guard(self._live.step)
+            self._draw_live(force=True)
+
+    def _reset(self, _event=None) -> None:
+        if self._live is not None:
+            self._guard(self._live.reset, self.controller.x0)
+            self._draw_live(force=True)
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.close()
+            self._live = None
+            self.trail_pipe.send(None)
+            self.live_text.object = ""
+
+    def _draw_live(self, force: bool = False) -> None:
+        live = self._live
+        if live is None:
+            return
+        if live.error:
+            self.live_text.object = f"⚠ {live.error}"
+            live.error = None
+        frame = live.frame()
+        if frame.index == self._last_frame and not force:
+            return
+        self._last_frame = frame.index
+        c = self.controller
+        axes = self._axes(live.system.variables)
+        self.trail_pipe.send(dict(trails=frame.trails, variables=live.system.variables, axes=axes,
+                                  view=c.view, azimuth=c.azimuth, elevation=c.elevation,
+                                  centre=self._centre))
+        if frame.n_diverged:
+            self.live_text.object = (f"t = {frame.t:.2f}: {frame.n_diverged} of {live.n} trajectories "
+                                     "diverged (frozen)")
+
+    # ================================================================ export
+    def _arrays(self):
+        data = self.controller.attractor
+        if data is None:
+            raise ExplorerError("nothing computed yet")
+        return data
+
+    def _csv(self):
+        data = self._arrays()
+        T, B, D = data.x.shape
+        buf = io.StringIO()
+        frame = pd.DataFrame({"t": np.repeat(data.t, B), "member": np.tile(np.arange(B), T)})
+        for i, v in enumerate(data.variables):
+            frame[v] = data.x[:, :, i].reshape(-1)
+        frame.to_csv(buf, index=False, float_format="%.7g")
+        buf.seek(0)
+        return io.BytesIO(buf.getvalue().encode())
+
+    def _npz(self):
+        data = self._arrays()
+        buf = io.BytesIO()
+        x = data.x[:, 0] if data.x.shape[1] == 1 else data.x
+        np.savez_compressed(buf, t=data.t, x=x, variables=np.array(data.variables),
+                            system=np.array(data.system))
+        buf.seek(0)
+        return buf
+
+    # ================================================================ lifetime
+    def close(self) -> None:
+        self._stop_live()
+        self.controller.close()
+        try:
+            self._periodic.stop()
+        except Exception:
+            pass
+
+
+def _nice_step(low: float, high: float) -> float:
+    span = float(high) - float(low)
+    if not math.isfinite(span) or span <= 0:
+        return 0.01
+    return 10 ** math.floor(math.log10(span / 1000))
+
+
+def _dysts_available() -> bool:
+    try:
+        import importlib.util
+        return importlib.util.find_spec("dysts") is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,192 @@
+"""Pure plot builders: data in, HoloViews elements out (no widgets, no state).
+
+Every builder is a function ``*_plot(data, ...)`` returning an ``hv.Element`` or
+``hv.Overlay``; the page's DynamicMaps call them with what the streams carry. Arrays are
+float32 (rendering precision).
+"""
+
+from __future__ import annotations
+
+import math
+
+import holoviews as hv
+import numpy as np
+
+#: above this many points the attractor is rasterised with datashader
+DENSE_POINTS = 50_000
+CMAPS = {"time": "viridis", "speed": "plasma", "expansion": "coolwarm"}
+LINE = "#3b6ea5"
+
+
+# ------------------------------------------------------------------ geometry
+def rotation(azimuth: float, elevation: float) -> np.ndarray:
+    """(2, 3) matrix projecting (x, y, z) to the screen of a camera at ``azimuth`` about the
+    vertical axis and ``elevation`` above the horizontal plane (degrees)."""
+    a, e = math.radians(azimuth), math.radians(elevation)
+    return np.array([[-math.sin(a), math.cos(a), 0.0],
+                     [-math.sin(e) * math.cos(a), -math.sin(e) * math.sin(a), math.cos(e)]],
+                    dtype=np.float32)
+
+
+def project(x: np.ndarray, variables, axes, *, view: str = "2D", azimuth: float = 30.0,
+            elevation: float = 20.0, centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """Screen coordinates of states ``x`` (..., D): two chosen variables (2D) or a rotated
+    projection of three (3D). Returns ``(u, v, (u_label, v_label))``."""
+    idx = [list(variables).index(a) for a in axes]
+    if view == "3D" and len(idx) == 3:
+        sub = x[..., idx]                                            # (..., 3)
+        c = np.nanmean(sub.reshape(-1, 3), axis=0) if centre is None else centre
+        uv = (sub - c) @ rotation(azimuth, elevation).T              # (..., 2)
+        return uv[..., 0], uv[..., 1], ("screen x", "screen y")
+    return x[..., idx[0]], x[..., idx[1]], (axes[0], axes[1])
+
+
+def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float) -> hv.Overlay:
+    """Short projected unit axes with their variable names (orientation aid of the 3D view)."""
+    idx = [list(variables).index(a) for a in axes]
+    sub = x[..., idx].reshape(-1, 3)
+    span = np.nanmax(sub, 0) - np.nanmin(sub, 0)
+    L = 0.18 * float(np.nanmax(span)) if np.isfinite(span).all() else 1.0
+    R = rotation(azimuth, elevation)
+    u_all = (sub - np.nanmean(sub, 0)) @ R.T
+    o = np.nanmin(u_all, 0) if np.isfinite(u_all).any() else np.zeros(2)
+    ends = o + L * R.T                                                # (3, 2)
+    segs = hv.Segments([(o[0], o[1], e[0], e[1]) for e in ends]).opts(color="#555", line_width=1.5)
+    labels = hv.Labels([(e[0], e[1], a) for e, a in zip(ends, axes)]).opts(text_font_size="10pt",
+                                                                           text_color="#333")
+    return segs * labels
+
+
+# ------------------------------------------------------------------ attractor
+def attractor_points(data, axes, *, view="2D", azimuth=30.0, elevation=20.0) -> dict:
+    """Flattened screen coordinates and colour values of an attractor (finite points only)."""
+    x = data.x                                                       # (T, B, D)
+    u, v, labels = project(x, data.variables, axes, view=view, azimuth=azimuth, elevation=elevation)
+    if data.color is not None:
+        c = data.color                                               # (T, B)
+    else:
+        T = x.shape[0]
+        c = np.broadcast_to((data.t - data.t[0]).astype(np.float32)[:, None], x.shape[:2]) if T else x[..., 0]
+    u, v, c = u.reshape(-1), v.reshape(-1), np.asarray(c, dtype=np.float32).reshape(-1)
+    ok = np.isfinite(u) & np.isfinite(v)
+    if not ok.all():
+        u, v, c = u[ok], v[ok], c[ok]
+    c = np.where(np.isfinite(c), c, np.nanmin(c) if c.size and np.isfinite(c).any() else 0.0)
+    return {"u": u, "v": v, "c": c, "labels": labels}
+
+
+def empty_points(labels=("x", "y")) -> hv.Points:
+    return hv.Points(np.zeros((0, 3), dtype=np.float32), kdims=list(labels), vdims=["c"])
+
+
+def points_element(pts: dict, *, dense: bool) -> hv.Points:
+    """hv.Points of the attractor; empty unless its size class (dense or not) matches."""
+    n = pts["u"].size
+    if (n > DENSE_POINTS) != dense:
+        return empty_points(pts["labels"])
+    return hv.Points((pts["u"], pts["v"], pts["c"]), kdims=list(pts["labels"]), vdims=["c"])
+
+
+def path_element(data, axes, *, view="2D", azimuth=30.0, elevation=20.0, max_lines=20) -> hv.Path:
+    """Thin lines under the points for a few trajectories (flows only, sparse mode)."""
+    if data is None or data.kind != "flow" or data.x.shape[1] > max_lines or data.n_points > DENSE_POINTS:
+        return hv.Path([], kdims=["u", "v"])
+    u, v, labels = project(data.x, data.variables, axes, view=view, azimuth=azimuth, elevation=elevation)
+    return hv.Path([np.column_stack([u[:, b], v[:, b]]) for b in range(u.shape[1])],
+                   kdims=list(labels)).opts(color=LINE, alpha=0.35, line_width=0.7)
+
+
+# ------------------------------------------------------------------ live trails
+def trails_plot(trails: np.ndarray, variables, axes, *, view="2D", azimuth=30.0, elevation=20.0,
+                buckets: int = 4, centre=None) -> hv.Overlay:
+    """Fading trails of a live ensemble: ``trails`` (L, B, D), oldest first.
+
+    The trail is split into ``buckets`` age groups, each drawn as one NaN-separated line
+    (one glyph per group, so a thousand trails stay cheap), older groups fainter.
+    """
+    u, v, labels = project(trails, variables, axes, view=view, azimuth=azimuth,
+                           elevation=elevation, centre=centre)            # (L, B)
+    L, B = u.shape
+    edges = np.linspace(0, L - 1, buckets + 1).round().astype(int)
+    layers = []
+    for k in range(buckets):
+        a, b = edges[k], edges[k + 1]
+        seg_u = np.concatenate([u[a: b + 1], np.full((1, B), np.nan, np.float32)], 0)  # (l+1, B)
+        seg_v = np.concatenate([v[a: b + 1], np.full((1, B), np.nan, np.float32)], 0)
+        path = hv.Path({labels[0]: seg_u.T.reshape(-1), labels[1]: seg_v.T.reshape(-1)},
+                       kdims=list(labels))
+        layers.append(path.opts(color="#d9480f", alpha=0.12 + 0.7 * (k + 1) / buckets,
+                                line_width=1.0 + 0.6 * k))
+    heads = hv.Points((u[-1], v[-1]), kdims=list(labels)).opts(color="#7f1d00", size=3)
+    return hv.Overlay(layers + [heads])
+
+
+# ------------------------------------------------------------------ other panels
+def timeseries_plot(data, *, member: int = 0, max_points: int = 4000) -> hv.NdOverlay:
+    """Coordinates of one trajectory against time, one curve per variable (at most 6)."""
+    if data is None:
+        return hv.NdOverlay({"x": hv.Curve([], "t", "value")}, kdims="variable")
+    x = data.x[:, member]                                             # (T, D)
+    stride = max(1, x.shape[0] // max_points)
+    t = data.t[::stride]
+    xlabel = "n" if data.kind == "map" else "t"
+    return hv.NdOverlay({name: hv.Curve((t, x[::stride, i]), xlabel, "value")
+                         for i, name in enumerate(data.variables[:6])}, kdims="variable")
+
+
+def lyapunov_plot(result, reference=None) -> hv.Overlay:
+    """Bars of the Lyapunov exponents (largest first) and the published values as markers."""
+    if result is None:
+        return hv.Bars([], "i", "λ")
+    ex = np.asarray(result.exponents, dtype=float).reshape(-1, len(result.exponents))[0] \
+        if np.ndim(result.exponents) == 1 else np.asarray(result.exponents)[0]
+    names = [f"λ{i + 1}" for i in range(len(ex))]
+    bars = hv.Bars((names, ex), "exponent", "λ").opts(
+        color=["#c92a2a" if e > 1e-3 else "#1971c2" if e < -1e-3 else "#868e96" for e in ex])
+    over = bars * hv.HLine(0).opts(color="#333", line_width=1)
+    if reference is not None and len(reference) == len(ex):
+        over = over * hv.Scatter((names, list(reference)), "exponent", "λ", label="published").opts(
+            color="black", marker="diamond", size=10)
+    return over
+
+
+def orbit_points(result) -> hv.Points:
+    """The orbit diagram as points (parameter value, recorded coordinate)."""
+    if result is None:
+        return hv.Points(np.zeros((0, 2)), kdims=["parameter", "x"])
+    vals = result.values.cpu().numpy()                                # (P,)
+    pts = result.points.cpu().numpy()                                 # (P, K)
+    xs = np.repeat(vals, pts.shape[1])
+    ys = pts.reshape(-1)
+    ok = np.isfinite(ys)
+    return hv.Points((xs[ok], ys[ok]), kdims=[result.param, "value"])
+
+
+def section_plot(section, variables) -> hv.Points:
+    """Crossings of a Poincaré section in the two first remaining variables."""
+    if section is None:
+        return hv.Points(np.zeros((0, 2)), kdims=["a", "b"])
+    others = [i for i in range(len(variables)) if i != section.axis][:2]
+    p = section.points.cpu().numpy()                                  # (N, D)
+    return hv.Points((p[:, others[0]], p[:, others[1]]),
+                     kdims=[variables[others[0]], variables[others[1]]])
+
+
+def fixed_points_table(points, variables) -> list[dict]:
+    """Rows (dicts) for a table of fixed points: coordinates, eigenvalues, type, stability."""
+    rows = []
+    for fp in points or []:
+        row = {v: float(c) for v, c in zip(variables, fp.x.tolist())}
+        ev = fp.eigenvalues.tolist()
+        row["eigenvalues"] = ", ".join(_complex(z) for z in ev)
+        row["type"] = fp.type
+        row["stable"] = "yes" if fp.stable else "no"
+        rows.append(row)
+    return rows
+
+
+def _complex(z) -> str:
+    z = complex(z)
+    if abs(z.imag) < 1e-9 * max(1.0, abs(z.real)):
+        return f"{z.real:.4g}"
+    return f"{z.real:.4g}{'+' if z.imag >= 0 else '−'}{abs(z.imag):.4g}i"

@@ -1,0 +1,247 @@
+"""Controllers of the Attractors page, without a browser: bounds, supersession, URL state."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from explorer.controllers import PRESETS, AttractorController, JobRunner, LiveEnsemble
+from explorer.controllers.attractors import MAX_APP_WORK
+from explorer.core.errors import ParameterError, SizeLimitError
+from explorer.core.registry import get_system
+
+
+@pytest.fixture
+def ctrl():
+    c = AttractorController(auto=False)
+    yield c
+    c.close()
+
+
+# ------------------------------------------------------------------ parameter bounds
+def test_parameter_outside_bounds_is_refused_with_range(ctrl):
+    with pytest.raises(ParameterError, match=r"\[0, 500\]"):
+        ctrl.set_value("rho", 1000.0)
+    assert ctrl.values["rho"] == 28.0
+    ctrl.set_value("rho", 35.5)
+    assert ctrl.values["rho"] == 35.5
+    with pytest.raises(ParameterError, match="no parameter"):
+        ctrl.set_value("nope", 1.0)
+
+
+def test_page_settings_have_bounds(ctrl):
+    with pytest.raises(ValueError):
+        ctrl.n_traj = 0
+    with pytest.raises(ValueError):
+        ctrl.n_traj = 100_001
+    with pytest.raises(ValueError):
+        ctrl.dt = -0.1
+    with pytest.raises(ParameterError, match="needs 3 values"):
+        ctrl.set_x0([1.0, 2.0])
+    with pytest.raises(ParameterError, match="finite"):
+        ctrl.set_x0([1.0, float("nan"), 2.0])
+
+
+def test_integer_parameter_changes_dimension(ctrl):
+    ctrl.system = "lorenz96"
+    ctrl.set_value("n", 8)
+    assert len(ctrl.x0) == 8 and ctrl.current_system().dim == 8
+    with pytest.raises(ParameterError):
+        ctrl.set_value("n", 2.5)
+
+
+def test_switching_system_resets_dependent_settings(ctrl):
+    ctrl.system = "henon"
+    assert ctrl.solver == "map" and ctrl.values == {"a": 1.4, "b": 0.3}
+    assert (ctrl.x_var, ctrl.y_var) == ("x", "y") and ctrl.orbit_param == "a"
+    ctrl.system = "lorenz63"
+    assert ctrl.solver == "rk4" and len(ctrl.x0) == 3
+
+
+# ------------------------------------------------------------------ supersession
+def test_newer_job_supersedes_running_one():
+    runner = JobRunner()
+    started, saw_stop = threading.Event(), threading.Event()
+
+    def slow(stop, progress):
+        started.set()
+        for _ in range(500):
+            if stop.is_set():
+                saw_stop.set()
+                return "old"
+            time.sleep(0.01)
+        return "old (not stopped)"
+
+    runner.submit("k", slow)
+    assert started.wait(5)
+    runner.submit("k", lambda stop, progress: "new")
+    assert runner.wait(10)
+    done = runner.poll()
+    assert [d.value for d in done] == ["new"]           # the superseded result is dropped
+    assert saw_stop.wait(5)                             # and the old job was told to stop
+
+
+def test_job_errors_are_messages_not_exceptions():
+    runner = JobRunner(log=lambda text: None)
+
+    def bad(stop, progress):
+        raise ParameterError("rho is out of range")
+
+    def bug(stop, progress):
+        raise ZeroDivisionError("oops")
+
+    runner.submit("a", bad)
+    runner.submit("b", bug)
+    runner.wait(5)
+    done = {d.key: d for d in runner.poll()}
+    assert done["a"].error == "rho is out of range" and not done["a"].internal
+    assert done["b"].internal and "ZeroDivisionError" in done["b"].error
+    runner.close()
+    with pytest.raises(Exception, match="closed"):
+        runner.submit("c", lambda stop, progress: 1)
+
+
+def test_controller_publishes_only_the_latest_request(ctrl):
+    ctrl.duration = 20.0
+    ctrl.set_value("rho", 30.0)
+    ctrl.request_attractor()
+    ctrl.set_value("rho", 99.0)
+    ctrl.request_attractor()
+    ctrl.wait(60)
+    assert ctrl.attractor is not None
+    assert ctrl.attractor.trajectory.params["rho"] == 99.0
+    assert not ctrl.jobs.running()
+
+
+# ------------------------------------------------------------------ URL state
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_url_round_trip_of_every_preset(preset):
+    a = AttractorController(auto=False)
+    assert a.apply_preset(preset) == []
+    q = a.to_query()
+    b = AttractorController(auto=False)
+    assert b.apply_query(q) == []
+    assert b.to_query() == q
+    assert b.current_system().params == a.current_system().params
+
+
+def test_url_round_trip_of_edited_state(ctrl):
+    ctrl.system = "rossler"
+    ctrl.set_value("c", 9.0)
+    ctrl.set_x0([1.0, 2.0, 0.5])
+    ctrl.param.update(n_traj=50, duration=250.0, view="3D", z_var="z", azimuth=-40.0,
+                      elevation=10.0, color_by="speed", section_var="x", section_value=0.0,
+                      classroom=True, hidden=["solver", "dt"])
+    q = ctrl.to_query()
+    other = AttractorController(auto=False)
+    assert other.apply_query(q) == []
+    assert other.to_query() == q
+    assert other.classroom and other.hidden == ["solver", "dt"]
+
+
+def test_url_round_trip_of_custom_system(ctrl):
+    ctrl.equations = "x' = 1 - a*x**2 + y; y' = b*x"
+    ctrl.custom_params = "a = 1.3, b = 0.3"
+    ctrl.system = "custom"
+    q = ctrl.to_query()
+    other = AttractorController(auto=False)
+    assert other.apply_query(q) == []
+    assert other.current_system().kind == "map" and other.to_query() == q
+
+
+def test_bad_link_values_are_reported_and_skipped(ctrl):
+    problems = ctrl.apply_query({"sys": "lorenz63", "p.rho": "1000", "p.sigma": "12", "n": "-3",
+                                 "proj": "x,w", "x0": "1,2"})
+    assert len(problems) == 4
+    assert any("[0, 500]" in p for p in problems)
+    assert ctrl.values["rho"] == 28.0 and ctrl.values["sigma"] == 12.0 and ctrl.n_traj == 1
+    assert ctrl.apply_query({"sys": "no_such_system"})[0].startswith("system")
+
+
+# ------------------------------------------------------------------ bad input
+def test_request_too_large_is_refused_with_the_limit(ctrl):
+    ctrl.n_traj = 100_000
+    ctrl.duration = 1e6
+    ctrl.request_attractor()
+    assert "limit" in ctrl.errors["attractor"] and f"{MAX_APP_WORK:.0e}" in ctrl.errors["attractor"]
+    with pytest.raises(SizeLimitError):
+        ctrl._steps(ctrl.current_system())
+
+
+def test_custom_equation_errors_name_the_token(ctrl):
+    problems = ctrl.check_custom("dx/dt = sigma*(y - x) +* 2\ndy/dt = x\ndz/dt = z", "sigma = 1")
+    assert problems and "'*'" in problems[0]
+    assert ctrl.check_custom(ctrl.equations, "sigma = ten")[0].startswith("parameters")
+    assert ctrl.check_custom() == []
+
+
+def test_diverging_system_keeps_what_was_computed(ctrl):
+    ctrl.equations = "dx/dt = x**2"
+    ctrl.custom_params = ""
+    ctrl.system = "custom"
+    ctrl.set_x0([1.0])
+    ctrl.param.update(duration=2.0, transient=0.0)
+    ctrl.request_attractor()
+    ctrl.wait(60)
+    data = ctrl.attractor
+    assert data.diverged and "diverged" in data.message and "diverged" in ctrl.status
+    finite = np.isfinite(data.x[:, 0, 0])
+    assert finite[0] and not finite[-1]                  # computed up to the divergence
+    t_div = float(data.trajectory.diverged_at[0])
+    assert 0.9 < t_div < 1.01                            # x(t) = 1 / (1 - t) blows up at t = 1
+
+
+def test_analysis_requests_against_known_values(ctrl):
+    ctrl.system = "henon"
+    ctrl.request_lyapunov()
+    ctrl.request_fixed_points()
+    ctrl.wait(120)
+    lam = ctrl.lyapunov.exponents.tolist()
+    assert abs(lam[0] - 0.4192) < 0.02 and abs(sum(lam) - np.log(0.3)) < 5e-3
+    # Hénon fixed points: x = (-(1-b) ± sqrt((1-b)^2 + 4a)) / (2a)
+    a, b = 1.4, 0.3
+    xs = sorted(float(fp.x[0]) for fp in ctrl.fixed)
+    expect = sorted((-(1 - b) + s * np.sqrt((1 - b) ** 2 + 4 * a)) / (2 * a) for s in (1, -1))
+    assert np.allclose(xs, expect, atol=1e-8)
+
+
+def test_orbit_zoom_history(ctrl):
+    ctrl.system = "logistic"
+    ctrl.param.update(orbit_low=2.8, orbit_high=4.0)
+    ctrl.zoom_orbit(3.4, 3.6)
+    assert (ctrl.orbit_low, ctrl.orbit_high) == (3.4, 3.6)
+    ctrl.zoom_orbit(3.5, 3.55)
+    assert ctrl.orbit_back() and (ctrl.orbit_low, ctrl.orbit_high) == (3.4, 3.6)
+    assert ctrl.orbit_back() and (ctrl.orbit_low, ctrl.orbit_high) == (2.8, 4.0)
+    assert not ctrl.orbit_back()
+    ctrl.wait(120)
+    vals = ctrl.orbit.values
+    assert float(vals.min()) == pytest.approx(2.8) and float(vals.max()) == pytest.approx(4.0)
+
+
+def test_click_sets_initial_condition(ctrl):
+    ctrl.set_point({"x": 3.0, "z": 20.0})
+    assert ctrl.x0 == [3.0, 7.0, 20.0]
+
+
+# ------------------------------------------------------------------ live mode
+def test_live_ensemble_steps_and_applies_new_parameters():
+    sys_ = get_system("lorenz63")
+    live = LiveEnsemble(sys_, sys_.default_x0, n=200, trail=8, steps_per_frame=3, spread=0.05)
+    f0 = live.frame()
+    assert f0.trails.shape == (8, 200, 3) and np.isnan(f0.trails[0]).all()
+    for _ in range(10):
+        f = live.step()
+    assert f.index == 10 and np.isfinite(f.trails).all() and f.t == pytest.approx(0.3)
+    live.set_system(sys_.with_params(rho=0.5))           # stable origin: the ensemble decays
+    for _ in range(200):
+        f = live.step()
+    assert np.abs(f.trails[-1]).max() < np.abs(f0.trails[-1]).max()
+    live.reset([1.0, 1.0, 1.0])
+    assert live.frame().index == 0 and np.allclose(live.frame().trails[-1][0], 1.0)
+    live.play()
+    time.sleep(0.3)
+    live.pause()
+    assert live.frame().index > 0
+    live.close()
