@@ -72,7 +72,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._on_preset()
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda ctx: self.close())
-        self._periodic = pn.state.add_periodic_callback(self._tick, period=40, start=True)
+        self._periodic = None
         ctrl.request_attractor()
         if ctrl.preset and ctrl.preset in PRESETS:
             for what in PRESETS[ctrl.preset].compute:
@@ -248,45 +248,46 @@ class AttractorsPanel(pn.viewable.Viewer):
         cmap = pn.bind(lambda col: plots.CMAPS[col], c.param.color_by)
         dm_dense = hv.DynamicMap(dense, streams=[self.pipe])
         dm_sparse = hv.DynamicMap(sparse, streams=[self.pipe])
-        raster = rasterize(dm_dense, aggregator=ds.mean("c"), line_width=0).apply.opts(cmap=cmap)
+        self._raster = rasterize(dm_dense, aggregator=ds.mean("c"), line_width=0)
+        raster = self._raster.apply.opts(cmap=cmap)
         raster = raster.opts(cnorm="eq_hist", colorbar=False, tools=["tap"], framewise=True, **PLOT_OPTS)
         pts = dm_sparse.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
                                                                framewise=True)
         trails = hv.DynamicMap(self._trails, streams=[self.trail_pipe])
         self.tap = hv.streams.Tap(source=dm_sparse, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
-        self.attractor_plot = pn.pane.HoloViews(
+        self.attractor_plot = pn.pane.HoloViews(linked_axes=False, object=
             (raster * hv.DynamicMap(lines, streams=[self.pipe]) * pts
              * hv.DynamicMap(triad, streams=[self.pipe]) * trails).opts(
                 hv.opts.Overlay(responsive=True, min_height=460, framewise=True, title="")),
             sizing_mode="stretch_both", min_height=460)
-        self.ts_plot = pn.pane.HoloViews(hv.DynamicMap(lambda data: plots.timeseries_plot(data),
+        self.ts_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(lambda data: plots.timeseries_plot(data),
                                                        streams=[self.ts_pipe]).opts(
             hv.opts.Curve(line_width=1, framewise=True), hv.opts.NdOverlay(responsive=True, min_height=300,
                                                            framewise=True, legend_position="right")),
             sizing_mode="stretch_width", min_height=360)
-        self.lyap_plot = pn.pane.HoloViews(hv.DynamicMap(
+        self.lyap_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(
             lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
-            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"]),
-            hv.opts.Overlay(framewise=True)),
+            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"])),
             sizing_mode="stretch_width")
         orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data), streams=[self.orbit_pipe])
         orbit_r = rasterize(orbit_dm, aggregator=ds.count(), line_width=0).opts(
             cmap="kbc_r", cnorm="eq_hist", tools=["box_select"], active_tools=["box_select"],
             responsive=True, min_height=380, framewise=True)
+        self._orbit_raster = orbit_r
         self.orbit_bounds = hv.streams.BoundsXY(source=orbit_r, bounds=None)
         self.orbit_bounds.add_subscriber(self._on_orbit_box)
         self.orbit_marker = hv.streams.Pipe(data=None)
         marker = hv.DynamicMap(lambda data: hv.VLine(data if data is not None else np.nan).opts(
             color="#d9480f", line_width=1.5, line_dash="dashed"), streams=[self.orbit_marker])
-        self.orbit_plot = pn.pane.HoloViews((orbit_r * marker).opts(hv.opts.Overlay(framewise=True)),
+        self.orbit_plot = pn.pane.HoloViews(linked_axes=False, object=(orbit_r * marker).opts(hv.opts.Overlay(framewise=True)),
                                             sizing_mode="stretch_width", min_height=380)
         sec_dm = hv.DynamicMap(lambda data: plots.section_plot(*(data or (None, ("a", "b")))),
                                streams=[self.section_pipe]).opts(
             color="#1864ab", size=2.5, responsive=True, min_height=380, framewise=True, tools=["tap"])
         self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
         self.section_tap.add_subscriber(self._on_section_tap)
-        self.section_plot = pn.pane.HoloViews(sec_dm, sizing_mode="stretch_width", min_height=380)
+        self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
 
     def _trails(self, data):
         if not data:
@@ -501,9 +502,17 @@ class AttractorsPanel(pn.viewable.Viewer):
         with pn.io.hold():
             self.controller.poll()
 
+    def _ensure_tick(self) -> None:
+        """Run the 25 Hz UI tick while something is computing or playing (stops itself)."""
+        if self._periodic is None or not self._periodic.running:
+            self._periodic = pn.state.add_periodic_callback(self._tick, period=40, start=True)
+
     def _tick(self) -> None:
         self._poll()
         self._draw_live()
+        live = self._live is not None and self._live.playing
+        if not live and not self.controller.jobs.running() and self._periodic is not None:
+            self._periodic.stop()
 
     def _on_result(self, event) -> None:
         c = self.controller
@@ -535,6 +544,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self.lyap_text.object = txt
         elif event.name == "orbit":
             r = c.orbit
+            _reset_ranges(self._orbit_raster)
             self.orbit_pipe.send(r)
             self._mark_orbit()
             self.b_orbit_back.disabled = not c.orbit_history
@@ -571,6 +581,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             self._centre = None
         pts = plots.attractor_points(data, axes, view=c.view, azimuth=c.azimuth, elevation=c.elevation)
         pts.update(axes=axes, view=c.view, az=c.azimuth, el=c.elevation)
+        _reset_ranges(self._raster)
         self.pipe.send(pts)
 
     def _axes(self, variables) -> tuple[str, ...]:
@@ -589,6 +600,8 @@ class AttractorsPanel(pn.viewable.Viewer):
 
     def _on_status(self, *_):
         c = self.controller
+        if c.jobs.running():
+            self._ensure_tick()
         self.status.object = c.status
         err = c.errors.get("custom")
         if err:
@@ -689,6 +702,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                                           steps_per_frame=self.w_speed.value, dt=None if sys_.kind == "map" else c.dt,
                                           solver=solver, spread=0.02, device="cpu")
             self._live.play()
+            self._ensure_tick()
             self.live_text.object = f"running: {self._live.n} trajectories"
         except (ExplorerError, ValueError) as e:
             self.live_text.object = f"⚠ {e}"
@@ -770,10 +784,18 @@ class AttractorsPanel(pn.viewable.Viewer):
     def close(self) -> None:
         self._stop_live()
         self.controller.close()
-        try:
-            self._periodic.stop()
-        except Exception:
-            pass
+        if self._periodic is not None:
+            try:
+                self._periodic.stop()
+            except Exception:
+                pass
+
+
+def _reset_ranges(dmap) -> None:
+    """Let a rasterised plot fit its next data: forget the viewport it last aggregated over."""
+    for stream in getattr(dmap, "streams", []):
+        if isinstance(stream, hv.streams.RangeXY):
+            stream.update(x_range=None, y_range=None)
 
 
 def _nice_step(low: float, high: float) -> float:

@@ -32,6 +32,9 @@ def project(x: np.ndarray, variables, axes, *, view: str = "2D", azimuth: float 
             elevation: float = 20.0, centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     """Screen coordinates of states ``x`` (..., D): two chosen variables (2D) or a rotated
     projection of three (3D). Returns ``(u, v, (u_label, v_label))``."""
+    if len(variables) == 1:                       # one variable: delay plot x_{n+1} against x_n
+        name = variables[0]
+        return x[:-1, ..., 0], x[1:, ..., 0], (f"{name}(n)", f"{name}(n+1)")
     idx = [list(variables).index(a) for a in axes]
     if view == "3D" and len(idx) == 3:
         sub = x[..., idx]                                            # (..., 3)
@@ -67,6 +70,8 @@ def attractor_points(data, axes, *, view="2D", azimuth=30.0, elevation=20.0) -> 
     else:
         T = x.shape[0]
         c = np.broadcast_to((data.t - data.t[0]).astype(np.float32)[:, None], x.shape[:2]) if T else x[..., 0]
+    if len(data.variables) == 1:
+        c = c[1:]
     u, v, c = u.reshape(-1), v.reshape(-1), np.asarray(c, dtype=np.float32).reshape(-1)
     ok = np.isfinite(u) & np.isfinite(v)
     if not ok.all():
@@ -134,32 +139,32 @@ def timeseries_plot(data, *, member: int = 0, max_points: int = 4000) -> hv.NdOv
                          for i, name in enumerate(data.variables[:6])}, kdims="variable")
 
 
-def lyapunov_plot(result, reference=None) -> hv.Overlay:
-    """Bars of the Lyapunov exponents (largest first) and the published values as markers."""
-    if result is None:
-        return hv.Bars([], "i", "λ")
-    ex = np.asarray(result.exponents, dtype=float).reshape(-1, len(result.exponents))[0] \
-        if np.ndim(result.exponents) == 1 else np.asarray(result.exponents)[0]
-    names = [f"λ{i + 1}" for i in range(len(ex))]
-    bars = hv.Bars((names, ex), "exponent", "λ").opts(
-        color=["#c92a2a" if e > 1e-3 else "#1971c2" if e < -1e-3 else "#868e96" for e in ex])
-    over = bars * hv.HLine(0).opts(color="#333", line_width=1)
+def lyapunov_plot(result, reference=None) -> hv.Bars:
+    """Grouped bars of the Lyapunov exponents (largest first): computed and, where the
+    system has them at these parameters, the published values."""
+    ex = [] if result is None else np.asarray(result.exponents, dtype=float).reshape(-1).tolist()
+    if result is not None and result.sweep:
+        ex = np.asarray(result.exponents, dtype=float)[0].tolist()
+    rows = [(f"λ{i + 1}", "computed", e) for i, e in enumerate(ex)]
     if reference is not None and len(reference) == len(ex):
-        over = over * hv.Scatter((names, list(reference)), "exponent", "λ", label="published").opts(
-            color="black", marker="diamond", size=10)
-    return over
+        rows += [(f"λ{i + 1}", "published", float(e)) for i, e in enumerate(reference)]
+    if not rows:
+        rows = [("λ1", "computed", np.nan)]
+    return hv.Bars(rows, ["exponent", "source"], "λ").opts(
+        color=hv.dim("source").categorize({"computed": "#1971c2", "published": "#adb5bd"}),
+        show_legend=True)
 
 
 def orbit_points(result) -> hv.Points:
     """The orbit diagram as points (parameter value, recorded coordinate)."""
     if result is None:
-        return hv.Points(np.zeros((0, 2)), kdims=["parameter", "x"])
+        return hv.Points(np.zeros((0, 2)), kdims=["parameter", "value"])
     vals = result.values.cpu().numpy()                                # (P,)
     pts = result.points.cpu().numpy()                                 # (P, K)
     xs = np.repeat(vals, pts.shape[1])
     ys = pts.reshape(-1)
     ok = np.isfinite(ys)
-    return hv.Points((xs[ok], ys[ok]), kdims=[result.param, "value"])
+    return hv.Points((xs[ok], ys[ok]), kdims=["parameter", "value"])
 
 
 def section_plot(section, variables) -> hv.Points:
@@ -176,7 +181,7 @@ def fixed_points_table(points, variables) -> list[dict]:
     """Rows (dicts) for a table of fixed points: coordinates, eigenvalues, type, stability."""
     rows = []
     for fp in points or []:
-        row = {v: float(c) for v, c in zip(variables, fp.x.tolist())}
+        row = {v: (0.0 if abs(c) < 1e-12 else float(c)) for v, c in zip(variables, fp.x.tolist())}
         ev = fp.eigenvalues.tolist()
         row["eigenvalues"] = ", ".join(_complex(z) for z in ev)
         row["type"] = fp.type
