@@ -23,6 +23,7 @@ import torch
 from .device import compile_or_eager, default_device
 from .errors import ExplorerError, ParameterError, ShapeError
 from .fastpath import Unsupported, make_soa_chunk
+from .native import native_stepper
 from .limits import check_size
 from .solvers import SOLVERS, dopri5_advance
 from .system import DynamicalSystem
@@ -238,7 +239,7 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
              solver: str | None = None, transient: int = 0, save_every: int = 1,
              batch: int | None = None, generator: torch.Generator | None = None,
              spread: float = 1e-3, dtype: torch.dtype = torch.float64,
-             device: torch.device | str | None = None, compile: bool | None = None,
+             device: torch.device | str | None = None, compile: bool | str | None = None,
              rtol: float = 1e-6, atol: float = 1e-9,
              progress: Callable[[float], None] | None = None,
              stop: threading.Event | None = None) -> Trajectory:
@@ -256,8 +257,12 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
         batch: number of trajectories when ``x0`` is a single state (perturbed copies).
         generator: RNG for the perturbed copies (explicit; nothing is seeded globally).
         dtype, device: of the computation (default float64, the session's device).
-        compile: fuse steps with ``torch.compile`` (``None``: only for large runs). Falls
-            back to eager mode where compilation fails; both agree to rounding.
+        compile: how fixed steps run. ``None`` (default) and ``True``: the native backend
+            (generated C, :mod:`explorer.core.native`) on the CPU where it supports the
+            field, else ``torch.compile`` (``None``: only for large runs), else eager;
+            ``False``: eager torch (the reference); ``"native"`` or ``"inductor"``: only
+            that backend (``"native"`` raises :class:`ParameterError` where it cannot run).
+            Every path agrees with eager torch to rounding.
         progress: called with the fraction done; ``stop``: set it to end the run early
             (the result then holds the samples computed so far).
 
@@ -305,11 +310,20 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
     """
     B, D = x.shape
     dev = x.device
+    if compile not in (False, "inductor") and dev.type == "cpu":
+        stepper = native_stepper(system, solver, x.dtype)
+        if stepper is not None:
+            return _run_native(stepper, system, x, dt, transient, steps, every, progress, stop)
+    if compile == "native":
+        raise ParameterError(f"the native backend cannot run {system.title or system.name} with "
+                             f"{solver} in {x.dtype} on {dev} (needs gcc, a CPU tensor and "
+                             "elementwise operations only)")
     ok = torch.ones(B, dtype=torch.bool, device=dev)
     n_ok = torch.zeros(B, dtype=torch.int32, device=dev)
     step = SOLVERS[solver].step
     if compile is None:
         compile = (steps + transient) * B >= AUTO_COMPILE_WORK
+    compile = bool(compile)
     params_eager = system.bind(x)
     eager_cache: dict[tuple[int, int], Callable] = {}
 
@@ -387,6 +401,58 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             pos += s * every
         if progress is not None and total:
             progress(min(1.0, pos / total))
+    return _finish(out, rec, ok, n_ok, transient, every, dt)
+
+
+#: trajectory-steps per native call (the stop event and progress are checked between calls)
+NATIVE_WORK_PER_CALL = 1_000_000
+
+
+def _run_native(stepper, system, x, dt, transient, steps, every, progress, stop):
+    """Fixed-step integration in generated C (:mod:`explorer.core.native`), same results
+    and divergence semantics as the torch path; the GIL is released during each call."""
+    B, D = x.shape
+    x = x.clone()                                # advanced in place by the stepper
+    ok = torch.ones(B, dtype=torch.bool)
+    n_ok = torch.zeros(B, dtype=torch.int32)
+    params = system.params
+    per_call = max(1, NATIVE_WORK_PER_CALL // B)
+    threads = 1 if B < 512 else None             # small batches: no thread hand-offs
+    total = transient + steps
+    T = steps // every + 1
+    out = torch.empty((T, D, B), dtype=x.dtype)  # (T, D, B)
+    pos, rec = 0, 0
+
+    def report():
+        if progress is not None and total:
+            progress(min(1.0, pos / total))
+
+    while pos < transient:
+        if stop is not None and stop.is_set():
+            return _finish(out, rec, ok, n_ok, transient, every, dt)
+        k = min(transient - pos, per_call)
+        stepper.run(x, params, dt, n_steps=k, record_every=k + 1, ok=ok, n_ok=n_ok, threads=threads)
+        pos += k
+        report()
+    out[0] = x.T
+    rec = 1
+    while rec < T:
+        if stop is not None and stop.is_set():
+            break
+        s = min(T - rec, max(1, per_call // every))
+        stepper.run(x, params, dt, n_steps=s * every, record_every=every, ok=ok, n_ok=n_ok,
+                    out=out[rec: rec + s], threads=threads)
+        rec += s
+        pos += s * every
+        report()
+    return _finish(out, rec, ok, n_ok, transient, every, dt)
+
+
+def _finish(out, rec, ok, n_ok, transient, every, dt):
+    """(T, D, B) buffer -> (T, B, D) view with NaN after each member's divergence, the
+    divergence times and the final ok flags."""
+    B = out.shape[2]
+    dev = out.device
     xs = out[:rec].transpose(1, 2)              # (T, D, B) storage viewed as (T, B, D)
     diverged_at = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
     if not bool(ok.all()):

@@ -514,12 +514,16 @@ class AttractorsPanel(pn.viewable.Viewer):
         if not live and not self.controller.jobs.running() and self._periodic is not None:
             self._periodic.stop()
 
-    def _on_result(self, event) -> None:
+    def _on_result(self, *events) -> None:
+        for event in events:
+            self._show_result(event.name)
+
+    def _show_result(self, name: str) -> None:
         c = self.controller
-        if event.name == "attractor":
+        if name == "attractor":
             self._send_attractor()
             self.ts_pipe.send(c.attractor)
-        elif event.name == "lyapunov":
+        elif name == "lyapunov":
             r = c.lyapunov
             ref = None
             try:
@@ -542,7 +546,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                 if bool(r.diverged.any()):
                     txt += f"; ⚠ {int(r.diverged.sum())} member(s) diverged and were left out"
                 self.lyap_text.object = txt
-        elif event.name == "orbit":
+        elif name == "orbit":
             r = c.orbit
             _reset_ranges(self._orbit_raster)
             self.orbit_pipe.send(r)
@@ -554,7 +558,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self.orbit_text.object = (f"{r.param} ∈ [{c.orbit_low:.6g}, {c.orbit_high:.6g}], "
                                           f"{len(r.values)} values ({r.method}). Drag a box to zoom in."
                                           + (f" ⚠ diverged for {nd} values (not drawn)." if nd else ""))
-        elif event.name == "section":
+        elif name == "section":
             s = c.section
             self.section_pipe.send(None if s is None else (s, c.attractor.variables))
             if s is not None:
@@ -563,7 +567,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                                             "Click a point to start there.")
             else:
                 self.section_text.object = "No section for this system (maps are already discrete)."
-        elif event.name == "fixed":
+        elif name == "fixed":
             rows = plots.fixed_points_table(c.fixed, c.variables())
             self.fixed_table.object = pd.DataFrame(rows) if rows else pd.DataFrame({"": ["no fixed point found"]})
 
@@ -607,7 +611,14 @@ class AttractorsPanel(pn.viewable.Viewer):
         if err:
             self.custom_error.object = "⚠ " + err
 
-    def _on_system_changed(self, event) -> None:
+    def _on_system_changed(self, *events) -> None:
+        names = {e.name for e in events}
+        for event in events:
+            if "system" in names and event.name != "system":
+                continue                         # a new system resyncs everything once
+            self._system_event(event)
+
+    def _system_event(self, event) -> None:
         c = self.controller
         if event.name in ("system", "equations") or (event.name == "values" and
                                                       len(c.x0) != len(self.w_x0.value.split(","))):
@@ -627,9 +638,9 @@ class AttractorsPanel(pn.viewable.Viewer):
         elif event.name == "solver":
             self._stop_live()
 
-    def _on_view_changed(self, event) -> None:
+    def _on_view_changed(self, *events) -> None:
         c = self.controller
-        if event.name == "view":
+        if any(e.name == "view" for e in events):
             self._building = True
             self.w_view.value = c.view
             self.w_zvar.visible = self.w_az.visible = self.w_el.visible = c.view == "3D"

@@ -1,0 +1,135 @@
+"""Real-browser fixtures: the served app (a subprocess) and Debian's chromium via Playwright.
+
+Skipped where chromium or Playwright is missing, except under CI (``CI=true``), where a
+missing browser is a failure: CI installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed"
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        return f"chromium not found at {CHROMIUM}"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser tests need chromium and playwright under CI: {reason}")
+        pytest.skip(reason)
+    port = _free_port()
+    log = open(ROOT / ".browser-server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://localhost:{port}/explorer"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:                       # the port accepts connections (a page load would build a session)
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: see {log.name}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start within 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser page on the app that records console errors and page errors."""
+
+    def __init__(self, browser, url: str):
+        self.ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(url)
+        self.page.wait_for_selector("canvas", timeout=60_000)
+
+    def status(self) -> str:
+        return self.page.locator(".status-line").first.locator("div").first.inner_text()
+
+    def system_select(self):
+        """The system picker (the select offering the built-in systems)."""
+        return self.page.locator("select").filter(
+            has=self.page.locator("option", has_text="Hénon map")).first
+
+    def wait_status(self, text: str, timeout: float = 120.0) -> str:
+        """Wait until the status line contains ``text``; returns it."""
+        end = time.time() + timeout
+        while time.time() < end:
+            s = self.status()
+            if text in s:
+                return s
+            self.page.wait_for_timeout(150)
+        raise AssertionError(f"status never showed {text!r}; last: {self.status()!r}")
+
+    def canvas_png(self, index: int = 0) -> bytes:
+        """A screenshot of the index-th plot canvas."""
+        return self.page.locator("canvas").nth(index).screenshot()
+
+    def close(self):
+        self.ctx.close()
+
+
+@pytest.fixture
+def open_page(browser, app_url):
+    pages = []
+
+    def make(query: str = "") -> Page:
+        p = Page(browser, app_url + query)
+        pages.append(p)
+        return p
+
+    yield make
+    for p in pages:
+        p.close()

