@@ -22,7 +22,7 @@ import torch
 
 from .device import compile_or_eager, default_device
 from .errors import ExplorerError, ParameterError, ShapeError
-from .fastpath import Unsupported, make_soa_chunk
+from .fastpath import COMPILE_OPTIONS as SOA_COMPILE_OPTIONS, Unsupported, make_soa_chunk
 from .native import native_stepper
 from .limits import check_size
 from .solvers import SOLVERS, dopri5_advance
@@ -203,7 +203,8 @@ def _compiled_chunk(system: DynamicalSystem, solver: str, n_steps: int, record_e
             try:
                 chunk = make_soa_chunk(template, solver, n_steps, record_every,
                                        float(system.bound), dtype)
-                hit = ("soa", compile_or_eager(chunk, key=tag + "/soa"))
+                hit = ("soa", compile_or_eager(chunk, key=tag + "/soa",
+                                               options=SOA_COMPILE_OPTIONS))
             except Unsupported as e:
                 log.info("%s: no component form (%s); compiling the tensor form", tag, e)
                 chunk = _make_chunk(template, SOLVERS[solver].step, n_steps // record_every,
@@ -261,7 +262,8 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
             (generated C, :mod:`explorer.core.native`) on the CPU where it supports the
             field, else ``torch.compile`` (``None``: only for large runs), else eager;
             ``False``: eager torch (the reference); ``"native"`` or ``"inductor"``: only
-            that backend (``"native"`` raises :class:`ParameterError` where it cannot run).
+            that backend (``"native"`` raises :class:`ParameterError` where it cannot run);
+            ``"no-inductor"``: native where it applies, else eager (never waits for a build).
             Every path agrees with eager torch to rounding.
         progress: called with the fraction done; ``stop``: set it to end the run early
             (the result then holds the samples computed so far).
@@ -323,7 +325,7 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
     step = SOLVERS[solver].step
     if compile is None:
         compile = (steps + transient) * B >= AUTO_COMPILE_WORK
-    compile = bool(compile)
+    compile = compile is True or compile == "inductor"      # "no-inductor": native or eager
     params_eager = system.bind(x)
     eager_cache: dict[tuple[int, int], Callable] = {}
 
