@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -181,7 +181,8 @@ class AttractorController(param.Parameterized):
         self.param.watch(self._on_system, "system")
         self.param.watch(self._on_sim_change,
                          ["values", "x0", "solver", "dt", "n_traj", "duration", "transient",
-                          "spread", "device", "section_var", "section_value"])
+                          "spread", "device"])
+        self.param.watch(self._on_section, ["section_var", "section_value"])
         self.param.watch(self._on_color, "color_by")
         self.param.watch(self._on_custom, ["equations", "custom_params"])
         self.param.watch(self._on_view, ["x_var", "y_var", "z_var", "view", "azimuth", "elevation",
@@ -358,7 +359,6 @@ class AttractorController(param.Parameterized):
             return
         solver, dt, n, spread = self.solver, self.dt, self.n_traj, self.spread
         color_by, device = self.color_by, self._device()
-        sec = (self.section_var, self.section_value) if sys_.kind == "flow" else None
 
         def work(stop, progress):
             t0 = time.perf_counter()
@@ -368,16 +368,35 @@ class AttractorController(param.Parameterized):
                             batch=None if n == 1 else n, generator=gen, spread=spread * 0.1,
                             dtype=torch.float32, device=device, compile=_compile_mode(),
                             progress=progress, stop=stop)
-            data = _attractor_data(sys_, traj, color_by, time.perf_counter() - t0, device)
-            section = None
-            if sec is not None and sec[0] in sys_.variables:
-                try:
-                    section = poincare_section(sys_, traj, sec[0], sec[1])
-                except ExplorerError:
-                    section = None
-            return data, section
+            return _attractor_data(sys_, traj, color_by, time.perf_counter() - t0, device)
 
         self._submit("attractor", work, f"simulating {sys_.title or sys_.name}")
+
+    #: trajectories used for the Poincaré section (the first ones of the ensemble)
+    SECTION_MEMBERS = 64
+
+    def request_section(self) -> None:
+        """Poincaré section of the current attractor (flows) on ``section_var = section_value``."""
+        data = self.attractor
+        if data is None or data.kind != "flow" or data.trajectory is None:
+            self.section = None
+            return
+        try:
+            sys_ = self.current_system()
+        except ExplorerError as e:
+            self._error("section", str(e))
+            return
+        if self.section_var not in sys_.variables:
+            self.section = None
+            return
+        traj, var, value = data.trajectory, self.section_var, self.section_value
+        members = self.SECTION_MEMBERS
+
+        def work(stop, progress):
+            sub = replace(traj, x=traj.x[:, :members], diverged_at=traj.diverged_at[:members])
+            return poincare_section(sys_, sub, var, value)
+
+        self._submit("section", work, "Poincaré section", quiet=True)
 
     def request_lyapunov(self) -> None:
         """Lyapunov spectrum (float64) of the current system, off the UI thread."""
@@ -466,12 +485,14 @@ class AttractorController(param.Parameterized):
         except ExplorerError:
             return default_device()
 
-    def _submit(self, key: str, fn, label: str) -> None:
+    def _submit(self, key: str, fn, label: str, *, quiet: bool = False) -> None:
+        """Run ``fn`` off the UI thread; ``quiet`` jobs (follow-ups) leave the status line alone."""
         errors = dict(self.errors)
         errors.pop(key, None)
         self.errors = errors
         self.jobs.submit(key, fn, label=label)
-        self.status = f"{label} on {describe_device(self._device())} ..."
+        if not quiet:
+            self.status = f"{label} on {describe_device(self._device())} ..."
 
     def _error(self, key: str, message: str) -> None:
         self.errors = {**self.errors, key: message}
@@ -485,26 +506,34 @@ class AttractorController(param.Parameterized):
                 self._error(d.key, d.error)
                 continue
             if d.key == "attractor":
-                data, section = d.value
+                data = d.value
                 self.attractor = data
-                self.section = section
+                self.request_section()
                 note = " (stopped early)" if d.stopped else ""
                 self.status = (f"{data.title}: {data.message}{note}; {data.n_points:,} points "
                                f"in {data.seconds * 1000:.0f} ms on {data.device}")
+            elif d.key == "section":
+                self.section = d.value
             else:
                 setattr(self, d.key, d.value)
                 self.status = f"{d.label}: done in {d.seconds:.2f} s"
         if not done:
-            running = self.jobs.running()
+            running = [j for j in self.jobs.running() if j.key != "section"]
             if running:
                 j = running[-1]
                 self.status = f"{j.label} on {describe_device(self._device())}: {j.progress:.0%}"
         return done
 
     def wait(self, timeout: float = 60.0) -> list[Done]:
-        """Block until every job has finished and publish the results (notebooks, tests)."""
-        self.jobs.wait(timeout)
-        return self.poll()
+        """Block until every job, follow-ups included, has finished and publish the results
+        (notebooks, tests)."""
+        deadline = time.monotonic() + timeout
+        done: list[Done] = []
+        while True:
+            self.jobs.wait(max(0.0, deadline - time.monotonic()))
+            done += self.poll()
+            if not self.jobs.running() or time.monotonic() >= deadline:
+                return done
 
     def close(self) -> None:
         """Stop everything (the browser session closed)."""
@@ -530,6 +559,13 @@ class AttractorController(param.Parameterized):
         self.query_version += 1
         if self.auto:
             self.request_attractor()
+
+    def _on_section(self, *_events) -> None:
+        if self._suspend:
+            return
+        self.query_version += 1
+        if self.auto:
+            self.request_section()
 
     def _on_color(self, event) -> None:
         if self._suspend:
@@ -711,8 +747,13 @@ class AttractorController(param.Parameterized):
 
 # ==================================================================== helpers
 def _compile_mode():
-    """The app's compile policy: use compiled chunks once they exist, build them in the background."""
-    return False
+    """The app's compile policy: the native backend where it applies, else eager torch (a
+    page request never waits for a ``torch.compile`` build)."""
+    return None if os.environ.get("EXPLORER_APP_INDUCTOR") else _NO_INDUCTOR
+
+
+#: ``simulate(compile=...)`` value that allows the native backend but not torch.compile
+_NO_INDUCTOR = "no-inductor"
 
 
 def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seconds: float,
@@ -732,7 +773,6 @@ def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seco
 
 
 def _recolor(data: AttractorData, color_by: str) -> AttractorData:
-    from dataclasses import replace
     return replace(data, color=None, color_by=color_by)
 
 

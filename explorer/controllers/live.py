@@ -46,7 +46,7 @@ class LiveEnsemble:
 
     def __init__(self, system: DynamicalSystem, x0, *, n: int = 1000, trail: int = 24,
                  steps_per_frame: int = 2, dt: float | None = None, solver: str | None = None,
-                 spread: float = 0.05, fps: float = 30.0, device="cpu", seed: int = 0):
+                 spread: float = 0.05, fps: float = 40.0, device="cpu", seed: int = 0):
         if not 1 <= int(n) <= 100_000:
             raise ParameterError(f"live ensemble size must be 1..100,000, got {n}")
         if not 2 <= int(trail) <= 500:
