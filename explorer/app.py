@@ -27,7 +27,9 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False) -> N
     """Serve the app at ``http://<address>:<port>/explorer`` (blocking)."""
     pn.serve({"explorer": create_app}, port=port, address=address, show=show,
              websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
-             title="Dynamics Explorer", threaded=False)
+             title="Dynamics Explorer", threaded=False,
+             # a closed tab's session (its jobs, its live animation) is cleaned up within seconds
+             check_unused_sessions=2000, unused_session_lifetime=2000)
 
 
 if __name__.startswith("bokeh_app"):

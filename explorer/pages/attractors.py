@@ -15,6 +15,9 @@ from ..views.shell import device_widget, page_template
 from . import PAGES
 
 hv.extension("bokeh", logo=False)
+# Canvas, not WebGL: dense clouds arrive as datashaded images, and on machines without a GPU
+# WebGL runs in software and every repaint reads the framebuffer back (10x slower frames).
+hv.renderer("bokeh").webgl = False
 pn.extension("katex", notifications=False)
 
 __all__ = ["AttractorsPanel", "AttractorController", "build"]

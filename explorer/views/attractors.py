@@ -20,6 +20,7 @@ import param
 from holoviews.operation.datashader import rasterize
 
 from ..controllers.attractors import CUSTOM, AttractorController
+from ..controllers.jobs import JobRunner
 from ..controllers.live import LiveEnsemble
 from ..controllers.presets import PRESETS
 from ..core.errors import ExplorerError
@@ -222,14 +223,18 @@ class AttractorsPanel(pn.viewable.Viewer):
     def _make_plots(self) -> None:
         c = self.controller
         self.pipe = hv.streams.Pipe(data=None)
-        self.trail_pipe = hv.streams.Pipe(data=None)
         self.ts_pipe = hv.streams.Pipe(data=None)
         self.lyap_pipe = hv.streams.Pipe(data=None)
         self.orbit_pipe = hv.streams.Pipe(data=None)
         self.section_pipe = hv.streams.Pipe(data=None)
 
-        def dense(data):
-            return plots.points_element(data, dense=True) if data else plots.empty_points()
+        self.image_pipe = hv.streams.Pipe(data=None)
+        self.render_jobs = JobRunner(notify=self._schedule_poll)
+        self._pts = None                            # projected points of the current attractor
+        self._rendered = None                       # (x_range, y_range) of the current image
+
+        def image(data):
+            return data if data is not None else plots.empty_image()
 
         def sparse(data):
             return plots.points_element(data, dense=False) if data else plots.empty_points()
@@ -246,19 +251,20 @@ class AttractorsPanel(pn.viewable.Viewer):
             return plots.axes_triad(c.attractor.x, c.attractor.variables, data["axes"], data["az"], data["el"])
 
         cmap = pn.bind(lambda col: plots.CMAPS[col], c.param.color_by)
-        dm_dense = hv.DynamicMap(dense, streams=[self.pipe])
+        dm_img = hv.DynamicMap(image, streams=[self.image_pipe])
         dm_sparse = hv.DynamicMap(sparse, streams=[self.pipe])
-        self._raster = rasterize(dm_dense, aggregator=ds.mean("c"), line_width=0)
-        raster = self._raster.apply.opts(cmap=cmap)
-        raster = raster.opts(cnorm="eq_hist", colorbar=False, tools=["tap"], framewise=True, **PLOT_OPTS)
+        img = dm_img.apply.opts(cmap=cmap).opts(cnorm="eq_hist", colorbar=False, tools=["tap"],
+                                                framewise=True, hooks=[self._trail_hook], **PLOT_OPTS)
         pts = dm_sparse.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
                                                                framewise=True)
-        trails = hv.DynamicMap(self._trails, streams=[self.trail_pipe])
+        self.view_range = hv.streams.RangeXY(source=dm_img)
+        self.view_range.add_subscriber(self._on_zoom)
         self.tap = hv.streams.Tap(source=dm_sparse, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
+        self._trail_fig = None
         self.attractor_plot = pn.pane.HoloViews(linked_axes=False, object=
-            (raster * hv.DynamicMap(lines, streams=[self.pipe]) * pts
-             * hv.DynamicMap(triad, streams=[self.pipe]) * trails).opts(
+            (img * hv.DynamicMap(lines, streams=[self.pipe]) * pts
+             * hv.DynamicMap(triad, streams=[self.pipe])).opts(
                 hv.opts.Overlay(responsive=True, min_height=460, framewise=True, title="")),
             sizing_mode="stretch_both", min_height=460)
         self.ts_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(lambda data: plots.timeseries_plot(data),
@@ -289,10 +295,38 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
 
-    def _trails(self, data):
-        if not data:
-            return hv.Overlay([hv.Path([]), hv.Points([])])
-        return plots.trails_plot(**data)
+    def _trail_hook(self, plot, element) -> None:
+        """Add the live-mode trail glyphs to the attractor's Bokeh figure (once per figure).
+
+        Frames then update these sources directly, so an animation frame costs a data
+        patch of a few glyphs instead of a HoloViews re-render of the whole overlay."""
+        from bokeh.models import ColumnDataSource
+
+        fig = plot.state
+        if self._trail_fig is fig:
+            return
+        self._trail_sources = []
+        for k in range(plots.TRAIL_BUCKETS):
+            src = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
+            fig.line("x", "y", source=src, color=plots.TRAIL_COLOR, line_width=1.0,
+                     alpha=0.12 + 0.7 * (k + 1) / plots.TRAIL_BUCKETS)
+            self._trail_sources.append(src)
+        self._head_source = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
+        fig.scatter("x", "y", source=self._head_source, size=3, color=plots.HEAD_COLOR)
+        self._trail_fig = fig
+
+    def _set_trails(self, layers) -> None:
+        if self._trail_fig is None:
+            return
+        empty = {"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)}
+        if layers is None:
+            for src in self._trail_sources + [self._head_source]:
+                src.data = dict(empty)
+            return
+        *buckets, heads = layers
+        for src, (x, y) in zip(self._trail_sources, buckets):
+            src.data = {"x": x, "y": y}
+        self._head_source.data = {"x": heads[0], "y": heads[1]}
 
     # ================================================================ layout
     def _layout(self) -> None:
@@ -501,17 +535,24 @@ class AttractorsPanel(pn.viewable.Viewer):
     def _poll(self) -> None:
         with pn.io.hold():
             self.controller.poll()
+            for d in self.render_jobs.poll():
+                if d.error:
+                    self.controller.status = f"⚠ drawing failed: {d.error}"
+                else:
+                    self._show_drawing(d.value)
 
     def _ensure_tick(self) -> None:
         """Run the 25 Hz UI tick while something is computing or playing (stops itself)."""
         if self._periodic is None or not self._periodic.running:
-            self._periodic = pn.state.add_periodic_callback(self._tick, period=40, start=True)
+            self._periodic = pn.state.add_periodic_callback(self._tick, period=25, start=True)
 
     def _tick(self) -> None:
-        self._poll()
-        self._draw_live()
+        with pn.io.hold():                        # one document patch per tick
+            self._poll()
+            self._draw_live()
         live = self._live is not None and self._live.playing
-        if not live and not self.controller.jobs.running() and self._periodic is not None:
+        busy = self.controller.jobs.running() or self.render_jobs.running()
+        if not live and not busy and self._periodic is not None:
             self._periodic.stop()
 
     def _on_result(self, *events) -> None:
@@ -522,7 +563,6 @@ class AttractorsPanel(pn.viewable.Viewer):
         c = self.controller
         if name == "attractor":
             self._send_attractor()
-            self.ts_pipe.send(c.attractor)
         elif name == "lyapunov":
             r = c.lyapunov
             ref = None
@@ -572,21 +612,79 @@ class AttractorsPanel(pn.viewable.Viewer):
             self.fixed_table.object = pd.DataFrame(rows) if rows else pd.DataFrame({"": ["no fixed point found"]})
 
     def _send_attractor(self) -> None:
+        """Draw the attractor: projection and (above DENSE_POINTS) datashader aggregation run
+        in a worker thread; the UI thread only hands the result to the plot."""
         c = self.controller
         data = c.attractor
         if data is None:
+            self._pts = None
             self.pipe.send(None)
+            self.image_pipe.send(None)
             return
         axes = self._axes(data.variables)
-        if c.view == "3D" and len(axes) == 3:
+        view, az, el = c.view, c.azimuth, c.elevation
+        if view == "3D" and len(axes) == 3:
             idx = [list(data.variables).index(a) for a in axes]
             self._centre = np.nanmean(data.x[..., idx].reshape(-1, 3), axis=0)
         else:
             self._centre = None
-        pts = plots.attractor_points(data, axes, view=c.view, azimuth=c.azimuth, elevation=c.elevation)
-        pts.update(axes=axes, view=c.view, az=c.azimuth, el=c.elevation)
-        _reset_ranges(self._raster)
-        self.pipe.send(pts)
+        self._rendered = (None, None)
+
+        def work(stop, progress):
+            pts = plots.attractor_points(data, axes, view=view, azimuth=az, elevation=el)
+            pts.update(axes=axes, view=view, az=az, el=el)
+            dense = pts["u"].size > plots.DENSE_POINTS
+            return pts, (plots.raster_image(pts) if dense else None)
+
+        self.render_jobs.submit("image", work, label="drawing")
+
+    def _show_drawing(self, value) -> None:
+        """A finished drawing job: an image (dense) or points (sparse), then the time series."""
+        if isinstance(value, hv.Image):              # a zoomed re-aggregation
+            self.image_pipe.send(value)
+            return
+        pts, image = value
+        if image is not None:
+            self._pts = pts
+            self.image_pipe.send(image)
+            if self.pipe.data is None or self.pipe.data["u"].size:
+                self.pipe.send({**pts, "u": pts["u"][:0], "v": pts["v"][:0], "c": pts["c"][:0]})
+        else:
+            self._pts = None
+            if self.image_pipe.data is None or np.isfinite(self.image_pipe.data.data).any():
+                self.image_pipe.send(plots.empty_image(pts["labels"]))
+            self.pipe.send(pts)
+        self._later(lambda: self.ts_pipe.send(self.controller.attractor))
+
+    def _later(self, fn) -> None:
+        """Run ``fn`` on a later tick (a separate document patch), or now without a server."""
+        doc = self._doc
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(fn)
+        else:
+            fn()
+
+    def _render(self, pts, x_range=None, y_range=None) -> None:
+        """Re-aggregate ``pts`` at a view range in a worker thread (zoom)."""
+        self._rendered = (x_range, y_range)
+
+        def work(stop, progress):
+            return plots.raster_image(pts, x_range=x_range, y_range=y_range)
+
+        self.render_jobs.submit("image", work, label="drawing")
+
+    def _on_zoom(self, x_range=None, y_range=None) -> None:
+        """Re-aggregate at the new view range (datashader's zoom), off the UI thread."""
+        if self._pts is None or x_range is None or y_range is None:
+            return
+        last = self._rendered
+        img = self.image_pipe.data
+        if last is not None and last[0] is None and img is not None:
+            (x0, y0, x1, y1) = img.bounds.lbrt()
+            last = ((x0, x1), (y0, y1))
+        if last is not None and last[0] is not None and _close(last[0], x_range) and _close(last[1], y_range):
+            return
+        self._render(self._pts, tuple(x_range), tuple(y_range))
 
     def _axes(self, variables) -> tuple[str, ...]:
         c = self.controller
@@ -709,7 +807,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             if self._live is None:
                 sys_ = c.current_system()
                 solver = None if sys_.kind == "map" else ("rk4" if c.solver == "dopri5" else c.solver)
-                self._live = LiveEnsemble(sys_, c.x0, n=int(self.w_live_n.value or 1000),
+                self._live = LiveEnsemble(sys_, c.x0, n=int(self.w_live_n.value or 1000), trail=16,
                                           steps_per_frame=self.w_speed.value, dt=None if sys_.kind == "map" else c.dt,
                                           solver=solver, spread=0.02, device="cpu")
             self._live.play()
@@ -741,7 +839,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         if self._live is not None:
             self._live.close()
             self._live = None
-            self.trail_pipe.send(None)
+            self._set_trails(None)
             self.live_text.object = ""
 
     def _draw_live(self, force: bool = False) -> None:
@@ -757,9 +855,9 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._last_frame = frame.index
         c = self.controller
         axes = self._axes(live.system.variables)
-        self.trail_pipe.send(dict(trails=frame.trails, variables=live.system.variables, axes=axes,
-                                  view=c.view, azimuth=c.azimuth, elevation=c.elevation,
-                                  centre=self._centre))
+        self._set_trails(plots.trail_layers(frame.trails, live.system.variables, axes, view=c.view,
+                                            azimuth=c.azimuth, elevation=c.elevation,
+                                            centre=self._centre))
         if frame.n_diverged:
             self.live_text.object = (f"t = {frame.t:.2f}: {frame.n_diverged} of {live.n} trajectories "
                                      "diverged (frozen)")
@@ -795,11 +893,17 @@ class AttractorsPanel(pn.viewable.Viewer):
     def close(self) -> None:
         self._stop_live()
         self.controller.close()
+        self.render_jobs.close()
         if self._periodic is not None:
             try:
                 self._periodic.stop()
             except Exception:
                 pass
+
+
+def _close(a, b, rel: float = 1e-6) -> bool:
+    span = max(abs(a[1] - a[0]), 1e-300)
+    return abs(a[0] - b[0]) <= rel * span and abs(a[1] - b[1]) <= rel * span
 
 
 def _reset_ranges(dmap) -> None:

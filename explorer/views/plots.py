@@ -101,29 +101,66 @@ def path_element(data, axes, *, view="2D", azimuth=30.0, elevation=20.0, max_lin
                    kdims=list(labels)).opts(color=LINE, alpha=0.35, line_width=0.7)
 
 
-# ------------------------------------------------------------------ live trails
-def trails_plot(trails: np.ndarray, variables, axes, *, view="2D", azimuth=30.0, elevation=20.0,
-                buckets: int = 4, centre=None) -> hv.Overlay:
-    """Fading trails of a live ensemble: ``trails`` (L, B, D), oldest first.
+# ------------------------------------------------------------------ rasterised attractor
+def empty_image(labels=("x", "y")) -> hv.Image:
+    return hv.Image(np.full((2, 2), np.nan, np.float32), kdims=list(labels), vdims=["c"])
 
-    The trail is split into ``buckets`` age groups, each drawn as one NaN-separated line
-    (one glyph per group, so a thousand trails stay cheap), older groups fainter.
+
+def fit_range(a: np.ndarray, pad: float = 0.03) -> tuple[float, float]:
+    """(low, high) of the finite values of ``a``, padded; a unit range around a constant."""
+    lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 1.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return (-1.0, 1.0)
+    span = hi - lo
+    if span <= 1e-12 * max(1.0, abs(hi)):
+        return (lo - 0.5, hi + 0.5)
+    return (lo - pad * span, hi + pad * span)
+
+
+def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None,
+                 y_range=None) -> hv.Image:
+    """Datashader aggregate (mean colour value per pixel) of projected points, as an Image.
+
+    Runs anywhere (the page calls it in a worker thread); float32 output, NaN where empty."""
+    import datashader as ds
+    import pandas as pd
+
+    xr = tuple(x_range) if x_range else fit_range(pts["u"])
+    yr = tuple(y_range) if y_range else fit_range(pts["v"])
+    frame = pd.DataFrame({"u": pts["u"], "v": pts["v"], "c": pts["c"]}, copy=False)
+    agg = ds.Canvas(plot_width=width, plot_height=height, x_range=xr, y_range=yr).points(
+        frame, "u", "v", ds.mean("c"))
+    img = agg.values.astype(np.float32)[::-1]                         # (H, W), top row first
+    return hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=list(pts["labels"]),
+                    vdims=["c"])
+
+
+# ------------------------------------------------------------------ live trails
+TRAIL_BUCKETS = 4
+TRAIL_COLOR = "#d9480f"
+HEAD_COLOR = "#7f1d00"
+
+
+def trail_layers(trails: np.ndarray, variables, axes, *, view="2D", azimuth=30.0, elevation=20.0,
+                 centre=None, buckets: int = TRAIL_BUCKETS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fading trails of a live ensemble as ``buckets`` NaN-separated polylines plus heads.
+
+    ``trails`` is (L, B, D), oldest first. Each age group becomes one line (one glyph per
+    group, so a thousand trails stay cheap); the last entry holds the current positions.
     """
-    u, v, labels = project(trails, variables, axes, view=view, azimuth=azimuth,
-                           elevation=elevation, centre=centre)            # (L, B)
+    u, v, _ = project(trails, variables, axes, view=view, azimuth=azimuth, elevation=elevation,
+                      centre=centre)                                  # (L, B)
     L, B = u.shape
     edges = np.linspace(0, L - 1, buckets + 1).round().astype(int)
     layers = []
+    gap = np.full((1, B), np.nan, np.float32)
     for k in range(buckets):
         a, b = edges[k], edges[k + 1]
-        seg_u = np.concatenate([u[a: b + 1], np.full((1, B), np.nan, np.float32)], 0)  # (l+1, B)
-        seg_v = np.concatenate([v[a: b + 1], np.full((1, B), np.nan, np.float32)], 0)
-        path = hv.Path({labels[0]: seg_u.T.reshape(-1), labels[1]: seg_v.T.reshape(-1)},
-                       kdims=list(labels))
-        layers.append(path.opts(color="#d9480f", alpha=0.12 + 0.7 * (k + 1) / buckets,
-                                line_width=1.0 + 0.6 * k))
-    heads = hv.Points((u[-1], v[-1]), kdims=list(labels)).opts(color="#7f1d00", size=3)
-    return hv.Overlay(layers + [heads])
+        seg_u = np.concatenate([u[a: b + 1], gap], 0).T.reshape(-1)   # (B * (l + 1),)
+        seg_v = np.concatenate([v[a: b + 1], gap], 0).T.reshape(-1)
+        layers.append((seg_u.astype(np.float32), seg_v.astype(np.float32)))
+    layers.append((u[-1].astype(np.float32), v[-1].astype(np.float32)))
+    return layers
 
 
 # ------------------------------------------------------------------ other panels
