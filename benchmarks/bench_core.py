@@ -2,9 +2,10 @@
 
     python benchmarks/bench_core.py [--quick] [--device cpu|cuda] [--out FILE]
 
-1. Lorenz-63 RK4, 4096 trajectories x 10,000 steps, float32, every step recorded:
-   trajectory-steps per second for the compiled path, eager torch, NumPy vectorised and
-   SciPy ``solve_ivp`` (RK45, per trajectory; timed on a subset and scaled).
+1. Lorenz-63 RK4, 4096 trajectories x 10,000 steps, float32, recording every step and every
+   100th step: trajectory-steps per second for the compiled paths (the native backend,
+   generated C, which ``simulate`` uses on the CPU; and ``torch.compile``), eager torch, NumPy
+   vectorised and SciPy ``solve_ivp`` (RK45, per trajectory; timed on a subset and scaled).
 2. Lyapunov spectrum of Lorenz-63 (float64) at the accuracy of the test suite: wall time,
    the exponents and their errors against the published values.
 
@@ -131,7 +132,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", help="JSON output (default benchmarks/results/<device>.json)")
-    ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: compiled eager numpy scipy lyapunov")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="parts to skip: native compiled eager numpy scipy lyapunov")
     args = ap.parse_args()
     device = torch.device(args.device)
     B, N, dt = (512, 1000, 0.01) if args.quick else (4096, 10_000, 0.01)
@@ -146,18 +148,23 @@ def main() -> int:
     for every in (1, 100):
         parts = res[f"lorenz_rk4_record_every_{every}"] = {
             "trajectories": B, "steps": N, "dtype": "float32", "recorded": f"every {every} step(s)"}
+        if "native" not in args.skip and device.type == "cpu":
+            # the compiled path simulate() takes on the CPU: generated C (explorer.core.native)
+            parts["native"] = bench_torch(B, N, dt, device, "native", rep, every)
+            print(every, "native", parts["native"], flush=True)
         if "compiled" not in args.skip:
-            parts["compiled"] = bench_torch(B, N, dt, device, True, rep, every)
-            print(every, "compiled", parts["compiled"], flush=True)
+            parts["compiled"] = bench_torch(B, N, dt, device, "inductor", rep, every)
+            print(every, "compiled (torch.compile)", parts["compiled"], flush=True)
         if "eager" not in args.skip:
             parts["eager"] = bench_torch(B, N, dt, device, False, rep, every)
             print(every, "eager", parts["eager"], flush=True)
         if "numpy" not in args.skip:
             parts["numpy"] = bench_numpy(B, N, dt, 1, every)
             print(every, "numpy", parts["numpy"], flush=True)
-        if "compiled" in parts and "numpy" in parts:
-            parts["compiled_over_numpy"] = (parts["compiled"]["steps_per_second"]
-                                            / parts["numpy"]["steps_per_second"])
+        for key in ("native", "compiled"):
+            if key in parts and "numpy" in parts:
+                parts[f"{key}_over_numpy"] = (parts[key]["steps_per_second"]
+                                              / parts["numpy"]["steps_per_second"])
     if "scipy" not in args.skip:
         res["scipy_solve_ivp_per_trajectory"] = bench_scipy(B, N, dt, 4 if args.quick else 16)
         print("scipy", res["scipy_solve_ivp_per_trajectory"], flush=True)
