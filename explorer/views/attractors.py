@@ -29,6 +29,13 @@ from . import plots
 
 PLOT_OPTS = dict(responsive=True, min_height=420, toolbar="above", default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
 
+#: the time series is sent this long after the attractor image (it is below the fold, and
+#: its re-render would otherwise hold the server's event loop while the image is in flight)
+TS_DELAY_MS = 200
+
+NO_SECTION = ("No Poincaré section for a map: its iterates are already a discrete section "
+              "of time (the attractor plot shows them).")
+
 #: control groups that classroom mode can hide (``?classroom=1&hide=solver,dt``)
 CONTROL_GROUPS = ("presets", "system", "params", "x0", "solver", "dt", "n", "duration", "view",
                   "color", "live", "lyapunov", "orbit", "section", "fixed", "export", "custom",
@@ -45,6 +52,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         ctrl = controller or AttractorController(dysts=_dysts_available())
         super().__init__(controller=ctrl, **params)
         self._doc = pn.state.curdoc
+        self._periodic = None                         # the UI tick (runs only while busy)
         ctrl.jobs.notify = self._schedule_poll
         self._live: LiveEnsemble | None = None
         self._last_frame = -1
@@ -73,7 +81,6 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._on_preset()
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda ctx: self.close())
-        self._periodic = None
         ctrl.request_attractor()
         if ctrl.preset and ctrl.preset in PRESETS:
             for what in PRESETS[ctrl.preset].compute:
@@ -134,14 +141,16 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.b_orbit = pn.widgets.Button(name="Compute orbit diagram", button_type="primary",
                                          sizing_mode="stretch_width")
         self.b_orbit_back = pn.widgets.Button(name="◀ Back", width=80, disabled=True)
-        self.w_sec_var = pn.widgets.Select(name="Section plane: variable", width=110)
-        self.w_sec_val = pn.widgets.FloatInput(name="= value (empty: mean)", value=None, width=130)
+        self.w_sec_var = pn.widgets.Select(name="Section variable", width=130)
+        self.w_sec_val = pn.widgets.FloatInput(name="at value (empty: its mean)", value=None,
+                                               width=170)
         self.b_fixed = pn.widgets.Button(name="Find fixed points", button_type="primary",
                                          sizing_mode="stretch_width")
         # custom system
         self.w_equations = pn.widgets.TextAreaInput(name="Equations", value=c.equations, height=110,
                                                     sizing_mode="stretch_width")
         self.w_custom_params = pn.widgets.TextInput(name="Parameters", value=c.custom_params,
+                                                    placeholder="name = value, ... (e.g. a = 0.2, b = 0.2)",
                                                     sizing_mode="stretch_width")
         self.custom_error = pn.pane.Markdown("", css_classes=["field-error"], sizing_mode="stretch_width")
         self.b_custom = pn.widgets.Button(name="Use these equations", button_type="primary",
@@ -163,7 +172,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.live_text = pn.pane.Markdown("", sizing_mode="stretch_width")
 
         # wiring
-        self.w_preset.param.watch(lambda e: self._guard(self.controller.apply_preset, e.new) if e.new else None, "value")
+        self.w_preset.param.watch(self._choose_preset, "value")
         self.w_search.param.watch(self._filter_systems, "value_input")
         self.w_system.param.watch(lambda e: self._set("system", e.new), "value")
         self.w_x0.param.watch(self._on_x0, "value")
@@ -228,7 +237,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.orbit_pipe = hv.streams.Pipe(data=None)
         self.section_pipe = hv.streams.Pipe(data=None)
 
-        self.image_pipe = hv.streams.Pipe(data=None)
+        self.image_pipe = plots.QuietPipe(data=None)
         self.render_jobs = JobRunner(notify=self._schedule_poll)
         self._pts = None                            # projected points of the current attractor
         self._rendered = None                       # (x_range, y_range) of the current image
@@ -253,8 +262,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         cmap = pn.bind(lambda col: plots.CMAPS[col], c.param.color_by)
         dm_img = hv.DynamicMap(image, streams=[self.image_pipe])
         dm_sparse = hv.DynamicMap(sparse, streams=[self.pipe])
-        img = dm_img.apply.opts(cmap=cmap).opts(cnorm="eq_hist", colorbar=False, tools=["tap"],
-                                                framewise=True, hooks=[self._trail_hook], **PLOT_OPTS)
+        img = dm_img.apply.opts(cmap=cmap).opts(clim=(0.0, 1.0), colorbar=False, tools=["tap"],
+                                                framewise=True, hooks=[self._image_hook], **PLOT_OPTS)
         pts = dm_sparse.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
                                                                framewise=True)
         self.view_range = hv.streams.RangeXY(source=dm_img)
@@ -262,6 +271,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.tap = hv.streams.Tap(source=dm_sparse, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
         self._trail_fig = None
+        self._img_source = None
+        self._img_dims = ()
         self.attractor_plot = pn.pane.HoloViews(linked_axes=False, object=
             (img * hv.DynamicMap(lines, streams=[self.pipe]) * pts
              * hv.DynamicMap(triad, streams=[self.pipe])).opts(
@@ -276,17 +287,18 @@ class AttractorsPanel(pn.viewable.Viewer):
             lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
             hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"])),
             sizing_mode="stretch_width")
-        orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data), streams=[self.orbit_pipe])
+        orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data, c.variables()),
+                                 streams=[self.orbit_pipe])
         orbit_r = rasterize(orbit_dm, aggregator=ds.count(), line_width=0).opts(
             cmap="kbc_r", cnorm="eq_hist", tools=["box_select"], active_tools=["box_select"],
             responsive=True, min_height=380, framewise=True)
         self._orbit_raster = orbit_r
         self.orbit_bounds = hv.streams.BoundsXY(source=orbit_r, bounds=None)
         self.orbit_bounds.add_subscriber(self._on_orbit_box)
-        self.orbit_marker = hv.streams.Pipe(data=None)
-        marker = hv.DynamicMap(lambda data: hv.VLine(data if data is not None else np.nan).opts(
-            color="#d9480f", line_width=1.5, line_dash="dashed"), streams=[self.orbit_marker])
-        self.orbit_plot = pn.pane.HoloViews(linked_axes=False, object=(orbit_r * marker).opts(hv.opts.Overlay(framewise=True)),
+        self._orbit_span = None
+        self._orbit_mark = None                      # the current parameter value, or None
+        orbit_r = orbit_r.opts(hooks=[self._orbit_hook])
+        self.orbit_plot = pn.pane.HoloViews(linked_axes=False, object=orbit_r,
                                             sizing_mode="stretch_width", min_height=380)
         sec_dm = hv.DynamicMap(lambda data: plots.section_plot(*(data or (None, ("a", "b")))),
                                streams=[self.section_pipe]).opts(
@@ -295,14 +307,17 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
 
-    def _trail_hook(self, plot, element) -> None:
-        """Add the live-mode trail glyphs to the attractor's Bokeh figure (once per figure).
+    def _image_hook(self, plot, element) -> None:
+        """Keep hold of the attractor image's Bokeh source (see :meth:`_show_image`) and add
+        the live-mode trail glyphs to its figure (once per figure).
 
         Frames then update these sources directly, so an animation frame costs a data
         patch of a few glyphs instead of a HoloViews re-render of the whole overlay."""
         from bokeh.models import ColumnDataSource
 
         fig = plot.state
+        self._img_source = plot.handles.get("source")
+        self._img_dims = tuple(d.name for d in element.kdims)
         if self._trail_fig is fig:
             return
         self._trail_sources = []
@@ -364,6 +379,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             pn.layout.Divider(), pn.pane.Markdown("**Live mode**"), g["live"],
             pn.layout.Divider(), g["custom"], pn.pane.Markdown("**Export**"), g["export"],
             sizing_mode="stretch_width", css_classes=["explorer-sidebar"])
+        _prompt(self.sidebar)
         self.tabs = pn.Tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
                             ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
                             ("About this system", self.about),
@@ -397,6 +413,8 @@ class AttractorsPanel(pn.viewable.Viewer):
             self.w_n.value, self.w_duration.value, self.w_transient.value = c.n_traj, c.duration, c.transient
             for w_, v in ((self.w_xvar, c.x_var), (self.w_yvar, c.y_var)):
                 w_.options, w_.value = var, v
+            # one variable: the page draws the delay plot x(n) -> x(n+1), nothing to choose
+            self.w_xvar.visible = self.w_yvar.visible = len(var) > 1
             self.w_zvar.options = var
             if c.z_var in var:
                 self.w_zvar.value = c.z_var
@@ -415,6 +433,9 @@ class AttractorsPanel(pn.viewable.Viewer):
             self.b_orbit_back.disabled = not c.orbit_history
             self.w_sec_var.options = var if flow else []
             self.w_sec_var.value = c.section_var if c.section_var in var else None
+            self.w_sec_var.disabled = self.w_sec_val.disabled = not flow
+            if not flow:
+                self.section_text.object = NO_SECTION
             self.w_sec_val.value = c.section_value
             self.groups["section"].visible = True
             self.w_equations.value, self.w_custom_params.value = c.equations, c.custom_params
@@ -453,6 +474,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                           if not isinstance(s, pn.widgets.EditableFloatSlider) else "value")
             sliders.append(s)
         self.params_box.objects = sliders
+        _prompt(self.params_box)
 
     def _describe(self) -> None:
         try:
@@ -606,7 +628,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self.section_text.object = (f"{len(s.points)} upward crossings of {var} = {s.value:.5g}. "
                                             "Click a point to start there.")
             else:
-                self.section_text.object = "No section for this system (maps are already discrete)."
+                self.section_text.object = NO_SECTION
         elif name == "fixed":
             rows = plots.fixed_points_table(c.fixed, c.variables())
             self.fixed_table.object = pd.DataFrame(rows) if rows else pd.DataFrame({"": ["no fixed point found"]})
@@ -641,26 +663,54 @@ class AttractorsPanel(pn.viewable.Viewer):
     def _show_drawing(self, value) -> None:
         """A finished drawing job: an image (dense) or points (sparse), then the time series."""
         if isinstance(value, hv.Image):              # a zoomed re-aggregation
-            self.image_pipe.send(value)
+            self._show_image(value, fit=False)
             return
         pts, image = value
         if image is not None:
             self._pts = pts
-            self.image_pipe.send(image)
+            self._show_image(image)
             if self.pipe.data is None or self.pipe.data["u"].size:
                 self.pipe.send({**pts, "u": pts["u"][:0], "v": pts["v"][:0], "c": pts["c"][:0]})
         else:
             self._pts = None
-            if self.image_pipe.data is None or np.isfinite(self.image_pipe.data.data).any():
-                self.image_pipe.send(plots.empty_image(pts["labels"]))
-            self.pipe.send(pts)
-        self._later(lambda: self.ts_pipe.send(self.controller.attractor))
+            (l, r), (b, t) = plots.fit_range(pts["u"]), plots.fit_range(pts["v"])
+            self.image_pipe.set_quietly(plots.empty_image(pts["labels"], bounds=(l, b, r, t)))
+            self.pipe.send(pts)                      # re-renders the overlay, image included
+        # the time series after the attractor has reached the browser and been painted
+        self._later(lambda: self.ts_pipe.send(self.controller.attractor), delay_ms=TS_DELAY_MS)
 
-    def _later(self, fn) -> None:
-        """Run ``fn`` on a later tick (a separate document patch), or now without a server."""
+    def _show_image(self, image: hv.Image, *, fit: bool = True) -> None:
+        """Put a rasterised attractor on screen.
+
+        When the axes are those already shown, the new pixels go straight into the Bokeh
+        image glyph's source, with the new ranges (the values are equalised to [0, 1], so the
+        colour mapper stays as it is): a data patch of one glyph. Through the image stream,
+        HoloViews would re-render the whole overlay on the UI thread (about 50 ms for this
+        plot), so only a change of axes takes that path. The stream's value is updated all
+        the same, without an event, so a later re-render starts from this image. ``fit``:
+        set the view to the image's bounds (a new attractor; not for a zoom's re-aggregation,
+        whose view the user has set)."""
+        src, fig = self._img_source, self._trail_fig
+        if src is None or fig is None or self._img_dims != tuple(d.name for d in image.kdims):
+            self.image_pipe.send(image)
+            return
+        self.image_pipe.set_quietly(image)
+        l, b, r, t = image.bounds.lbrt()
+        pixels = image.dimension_values(2, flat=False)            # (H, W), bottom row first
+        src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
+        if fit:
+            fig.x_range.update(start=l, end=r)
+            fig.y_range.update(start=b, end=t)
+
+    def _later(self, fn, delay_ms: int = 0) -> None:
+        """Run ``fn`` on a later tick (a separate document patch) or ``delay_ms`` later, or
+        now without a server."""
         doc = self._doc
         if doc is not None and doc.session_context is not None:
-            doc.add_next_tick_callback(fn)
+            if delay_ms:
+                doc.add_timeout_callback(fn, delay_ms)
+            else:
+                doc.add_next_tick_callback(fn)
         else:
             fn()
 
@@ -696,9 +746,24 @@ class AttractorsPanel(pn.viewable.Viewer):
         return tuple(axes)
 
     def _mark_orbit(self) -> None:
+        """Move the orbit diagram's marker to the current parameter value (a Bokeh ``Span``
+        updated in place: a parameter change must not re-render the orbit diagram)."""
         c = self.controller
         v = c.values.get(c.orbit_param) if c.system != CUSTOM else None
-        self.orbit_marker.send(None if v is None else float(v))
+        self._orbit_mark = None if v is None else float(v)
+        if self._orbit_span is not None:
+            self._orbit_span.update(location=self._orbit_mark, visible=self._orbit_mark is not None)
+
+    def _orbit_hook(self, plot, element) -> None:
+        """Add the current-value marker to the orbit diagram's figure (once per figure)."""
+        from bokeh.models import Span
+
+        if self._orbit_span is not None and self._orbit_span in plot.state.center:
+            return
+        self._orbit_span = Span(dimension="height", line_color="#d9480f", line_width=1.5,
+                                line_dash="dashed", location=self._orbit_mark,
+                                visible=self._orbit_mark is not None)
+        plot.state.add_layout(self._orbit_span)
 
     def _on_status(self, *_):
         c = self.controller
@@ -751,6 +816,10 @@ class AttractorsPanel(pn.viewable.Viewer):
         hidden = set(c.hidden) if c.classroom else set()
         for name, obj in self.groups.items():
             obj.visible = name not in hidden
+
+    def _choose_preset(self, event) -> None:
+        if event.new and not self._building:
+            self._guard(self.controller.apply_preset, event.new)
 
     def _on_preset(self, *_):
         c = self.controller
@@ -899,6 +968,15 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self._periodic.stop()
             except Exception:
                 pass
+
+
+def _prompt(layout) -> None:
+    """Apply the browser's widget changes at once: Panel waits 50 ms (``_debounce``, a class
+    default) to merge rapid edits, but these widgets send committed values (Enter, slider
+    release, a click), and the page's supersession of running jobs already merges bursts."""
+    for w in layout.select(pn.widgets.Widget):
+        if hasattr(w, "_debounce"):
+            w._debounce = 0
 
 
 def _close(a, b, rel: float = 1e-6) -> bool:

@@ -74,10 +74,14 @@ def test_malformed_custom_equation_shows_error_and_page_keeps_working(open_page)
     p.wait_status("Rössler:")
     # a valid equation is accepted and simulated
     area.fill("dx/dt = -y - z\ndy/dt = x + a*y\ndz/dt = b + z*(x - c)")
-    p.page.locator("input").filter(has_text="").nth(0)
-    params = p.page.locator(".bk-input").filter(has_text="")
-    del params
-    p.page.get_by_role("button", name="Use these equations").wait_for()
+    params = p.page.get_by_placeholder("name = value", exact=False).first
+    params.fill("a = 0.2, b = 0.2, c = 5.7")
+    params.press("Enter")
+    button = p.page.get_by_role("button", name="Use these equations")
+    p.page.wait_for_function("b => !b.disabled", arg=button.element_handle(), timeout=10_000)
+    button.click()
+    status = p.wait_status("Custom flow:")
+    assert "points in" in status and "all bounded" in status, status
     assert p.errors == []
 
 
@@ -102,8 +106,10 @@ def test_link_reproduces_state(open_page):
 
 
 def test_classroom_mode_hides_controls(open_page):
-    p = open_page("?sys=henon&classroom=1&hide=solver,dt,custom,export")
-    p.wait_status("points in")
+    p = open_page("?preset=henon-fractal&classroom=1&hide=solver,dt,custom,export")
+    p.wait_status("Lyapunov spectrum: done")              # the preset computes it too
+    p.page.get_by_text("Hénon fractal.", exact=False).first.wait_for()
+    assert p.errors == []
     assert p.page.get_by_text("Custom system", exact=True).count() == 0 or \
         not p.page.get_by_text("Custom system", exact=True).first.is_visible()
     assert not p.page.get_by_text("Trajectory CSV").first.is_visible()
