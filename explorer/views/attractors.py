@@ -287,6 +287,8 @@ class AttractorsPanel(pn.viewable.Viewer):
             lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
             hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"])),
             sizing_mode="stretch_width")
+        # shown once computed (toggling the HoloViews pane itself upsets Panel's stylesheets)
+        self.lyap_box = pn.Column(self.lyap_plot, visible=False, sizing_mode="stretch_width")
         orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data, c.variables()),
                                  streams=[self.orbit_pipe])
         orbit_r = rasterize(orbit_dm, aggregator=ds.count(), line_width=0).opts(
@@ -363,7 +365,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             "custom": pn.Card(w.w_equations, w.w_custom_params, w.custom_error, w.b_custom,
                               title="Custom system", collapsed=c.system != CUSTOM,
                               sizing_mode="stretch_width"),
-            "lyapunov": pn.Column(w.b_lyap, w.lyap_text, w.lyap_plot, sizing_mode="stretch_width"),
+            "lyapunov": pn.Column(w.b_lyap, w.lyap_text, w.lyap_box, sizing_mode="stretch_width"),
             "orbit": pn.Column(pn.Row(w.w_orbit_param, w.w_orbit_var, w.w_orbit_lo, w.w_orbit_hi),
                                pn.Row(w.b_orbit, w.b_orbit_back, sizing_mode="stretch_width"),
                                w.orbit_text, w.orbit_plot, sizing_mode="stretch_width"),
@@ -597,6 +599,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             except (ExplorerError, KeyError):
                 pass
             self.lyap_pipe.send((r, ref))
+            self.lyap_box.visible = r is not None
             if r is not None:
                 ex = r.exponents.tolist()
                 unit = "per iteration" if r.kind == "map" else "per time unit"

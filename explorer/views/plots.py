@@ -8,9 +8,15 @@ float32 (rendering precision).
 from __future__ import annotations
 
 import math
+import warnings
 
 import holoviews as hv
 import numpy as np
+
+# An all-NaN image (nothing drawn yet, see empty_image) is expected; HoloViews' range
+# computation warns about it on every render.
+warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning,
+                        module="holoviews.core.data.image")
 
 #: above this many points the attractor is rasterised with datashader
 DENSE_POINTS = 50_000
