@@ -7,7 +7,9 @@ import pytest
 
 PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.core.simulate",
         "explorer.core.solvers", "explorer.core.custom", "explorer.core.analysis",
-        "explorer.core.flows", "explorer.core.maps", "explorer.cli"]
+        "explorer.core.flows", "explorer.core.maps", "explorer.cli", "explorer.core.native",
+        "explorer.core.analysis.invariants", "explorer.models", "explorer.models.pwl",
+        "explorer.training"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 
 

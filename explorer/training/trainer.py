@@ -1,0 +1,521 @@
+r"""The training loop for dynamical-systems reconstruction: ``Trainer.step()`` / ``run()``.
+
+One optimisation step draws ``batch_size`` random windows of ``seq_len + 1`` samples from the
+standardised series, runs the model along them with generalized (or sparse) teacher forcing
+(:mod:`explorer.training.gtf`), and takes one RAdam/Adam step on the mean squared one-step
+error, with gradient clipping and an exponentially decaying learning rate
+
+.. math:: \eta_s = \eta_0 \, (\eta_{end} / \eta_0)^{\min(1, s / S)} .
+
+Every ``metrics_every`` steps the model runs freely (``metric_length`` steps, float32, no
+gradients) and is compared with the data by the state-space divergence :math:`D_{stsp}`, the
+power-spectrum distance :math:`D_H`, the n-step prediction error and, optionally, the largest
+Lyapunov exponent (float64, on the :meth:`as_system` snapshot). The model with the lowest
+:math:`D_{stsp}` so far is kept.
+
+:meth:`Trainer.run` emits a :class:`TrainEvent` per step to callbacks and stops when the
+``stop`` event is set; calling it again resumes (all state lives in the trainer). A NaN/inf
+loss, a non-finite or exploding gradient, or non-finite weights after an update restore the
+last good state, end the run and report the step (:class:`TrainingDivergedError` from
+:meth:`step`; an event with ``status="diverged"`` from :meth:`run`).
+
+Training is float32; invariants are computed in float64.
+
+References:
+    F. Hess, Z. Monfared, M. Brenner, D. Durstewitz, ICML (2023) (GTF, shallow PLRNN,
+    reference hyper-parameters).
+    L. Liu et al., ICLR (2020) (RAdam).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from ..core.analysis.invariants import power_spectrum_distance, state_space_divergence
+from ..core.analysis.lyapunov import lyapunov_spectrum
+from ..core.device import parse_device
+from ..core.errors import ExplorerError, ParameterError
+from ..models.plrnn import (ALRNNConfig, PLRNNConfig, ReconstructionModel, ShallowPLRNNConfig,
+                            build_model)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import TimeSeries, from_array, sample_windows
+from .gtf import AdaptiveAlpha, force, gtf_rollout, prediction_error
+
+#: default latent dimension per model kind
+DEFAULT_LATENT = {"plrnn": 20, "shplrnn": 3, "alrnn": 20}
+ALPHA_MODES = ("adaptive", "fixed", "sparse")
+OPTIMIZERS = ("radam", "adam")
+
+
+class TrainingDivergedError(ExplorerError, FloatingPointError):
+    """Training produced a NaN/inf loss, an exploding gradient or non-finite weights.
+
+    The trainer has already restored the last good state. ``step`` is the number of the
+    optimisation step that failed (1-based: the step that would have been ``step``)."""
+
+    def __init__(self, message: str, step: int, reason: str):
+        self.step = step
+        self.reason = reason
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Everything that defines a training run (defaults: the GTF reference for Lorenz-63)."""
+
+    model: str = "shplrnn"            # "plrnn", "shplrnn" or "alrnn"
+    latent_dim: int | None = None     # M; None: 3 for shplrnn, 20 for plrnn and alrnn
+    hidden_dim: int = 50              # shPLRNN: width H of the ReLU layer
+    n_relu: int = 2                   # AL-RNN: P units through the ReLU
+    clipped: bool = False             # shPLRNN: the bounded "clipped" variant
+    observation: str = "identity"     # "identity" (first N units observed) or "linear"
+    seq_len: int = 200                # T, steps per training window
+    batch_size: int = 16              # windows per step
+    optimizer: str = "radam"          # "radam" or "adam"
+    lr: float = 1e-3                  # initial learning rate
+    lr_end: float = 1e-6              # learning rate reached after `steps` steps
+    steps: int = 20_000               # planned steps: lr schedule horizon and ETA
+    grad_clip: float = 10.0           # max gradient norm (0: no clipping)
+    explode_norm: float = 1e6         # a gradient norm above this counts as exploding
+    alpha_mode: str = "adaptive"      # "adaptive" (GTF, estimated), "fixed" or "sparse"
+    alpha: float = 0.1                # fixed alpha, or the adaptive one's starting value
+    alpha_every: int = 5              # adaptive: re-estimate alpha every this many steps
+    alpha_decay: float = 0.999        # adaptive: decay factor towards a lower estimate
+    tau: int = 16                     # sparse teacher forcing interval
+    seed: int = 0                     # initialisation and window sampling
+    device: str = "cpu"               # "cpu", "cuda", "cuda:N" or "auto"
+    metrics_every: int = 500          # evaluate invariants every this many steps (0: never)
+    metric_length: int = 10_000       # steps of each free run for D_stsp and D_H
+    metric_runs: int = 10             # free runs from evenly spaced data states (pooled)
+    pe_steps: int = 20                # horizon n of the prediction error
+    lyapunov: bool = False            # also estimate the model's largest Lyapunov exponent
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ParameterError(f"trainer config: {msg}")
+
+        if self.model not in DEFAULT_LATENT:
+            bad(f"model must be one of {', '.join(DEFAULT_LATENT)}, got {self.model!r}")
+        if self.alpha_mode not in ALPHA_MODES:
+            bad(f"alpha_mode must be one of {', '.join(ALPHA_MODES)}, got {self.alpha_mode!r}")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("seq_len", "batch_size", "steps", "alpha_every", "tau", "metric_length",
+                     "metric_runs", "pe_steps", "hidden_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f"{name} must be a positive integer, got {v!r}")
+        if self.metrics_every < 0 or self.n_relu < 0:
+            bad("metrics_every and n_relu must be >= 0")
+        if not (0 < self.lr_end <= self.lr < 1):
+            bad(f"need 0 < lr_end <= lr < 1, got lr={self.lr}, lr_end={self.lr_end}")
+        if not 0.0 <= self.alpha <= 1.0:
+            bad(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.alpha_decay <= 1.0:
+            bad(f"alpha_decay must be in [0, 1], got {self.alpha_decay}")
+        if self.grad_clip < 0 or not self.explode_norm > 0:
+            bad("grad_clip must be >= 0 and explode_norm > 0")
+
+    def model_config(self, obs_dim: int):
+        """The model config for data with ``obs_dim`` observed coordinates."""
+        M = self.latent_dim if self.latent_dim is not None else max(DEFAULT_LATENT[self.model], obs_dim)
+        if self.model == "plrnn":
+            return PLRNNConfig(obs_dim=obs_dim, latent_dim=M, observation=self.observation)
+        if self.model == "shplrnn":
+            return ShallowPLRNNConfig(obs_dim=obs_dim, latent_dim=M, hidden_dim=self.hidden_dim,
+                                      clipped=self.clipped, observation=self.observation)
+        return ALRNNConfig(obs_dim=obs_dim, latent_dim=M, n_relu=self.n_relu,
+                           observation=self.observation)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainerConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ParameterError(f"trainer config: unknown field(s) {', '.join(unknown)}")
+        return cls(**dict(d))
+
+    def replace(self, **changes) -> "TrainerConfig":
+        return type(self)(**{**self.as_dict(), **changes})
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """What :meth:`Trainer.run` reports after each step (and when it stops).
+
+    Attributes:
+        step: optimisation steps done so far.
+        losses: ``loss``, ``grad_norm`` (before clipping), ``alpha``, ``lr`` of the last step
+            (empty when no step was taken).
+        metrics: ``d_stsp``, ``d_h``, ``pe`` (and ``d_stsp_clean``, ``d_h_clean``,
+            ``lyapunov``, ``lyapunov_data`` where they apply; see :meth:`Trainer.evaluate`)
+            on the steps where they were computed, else ``None``.
+        snapshot: detached CPU copy of the model's ``state_dict`` after the step.
+        seconds: training wall time so far (all runs).
+        eta: estimated seconds to reach the planned ``config.steps`` (0 when reached).
+        status: ``"running"``, ``"done"`` (the run's last step), ``"stopped"`` (the stop
+            event was set) or ``"diverged"`` (rolled back; see ``message``).
+        message: a sentence for the UI.
+    """
+
+    step: int
+    losses: dict[str, float]
+    metrics: dict[str, float] | None
+    snapshot: dict[str, torch.Tensor] | None
+    seconds: float
+    eta: float | None
+    status: str = "running"
+    message: str = ""
+
+
+def _clone(obj):
+    """Deep copy of nested dicts/lists of tensors (detached)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_clone(v) for v in obj)
+    return obj
+
+
+class Trainer:
+    """Train a PLRNN / shallow PLRNN / AL-RNN on one time series.
+
+    Args:
+        data: a :class:`TimeSeries` (see :mod:`explorer.training.data`) or a (T, N) array.
+        config: the :class:`TrainerConfig`.
+        model: an existing model to continue training (default: a fresh one from the config,
+            initialised from ``config.seed``).
+
+    Attributes:
+        model, optimizer, data, config; ``step_count``; ``history`` (per-step columns
+        ``step``, ``loss``, ``grad_norm``, ``alpha``, ``lr``); ``metric_history`` (one dict per
+        evaluation); ``best`` (``step`` and ``d_stsp`` of the best model so far).
+    """
+
+    def __init__(self, data: TimeSeries | Any, config: TrainerConfig | None = None, *,
+                 model: ReconstructionModel | None = None):
+        self.config = config or TrainerConfig()
+        self.data = data if isinstance(data, TimeSeries) else from_array(data)
+        cfg = self.config
+        if self.data.length < cfg.seq_len + 1:
+            raise ParameterError(f"the series has {self.data.length} samples; a training window "
+                                 f"needs seq_len + 1 = {cfg.seq_len + 1}")
+        self.device = parse_device(cfg.device)
+        init_gen = torch.Generator().manual_seed(cfg.seed)
+        if model is None:
+            model = build_model(cfg.model_config(self.data.dim), generator=init_gen)
+        elif model.obs_dim != self.data.dim:
+            raise ParameterError(f"the model observes {model.obs_dim} coordinates, the data has "
+                                 f"{self.data.dim}")
+        self.model = model.to(self.device)
+        self.x = self.data.x.to(self.device)                          # (T, N) float32
+        with torch.no_grad():
+            self.model.z_ref.copy_(self._inferred_states(self._starts(1, 1))[0])
+        params = list(self.model.parameters())
+        opt = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
+        self.optimizer = opt(params, lr=cfg.lr)
+        self._sampler = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        self.adaptive = AdaptiveAlpha(cfg.alpha, every=cfg.alpha_every, decay=cfg.alpha_decay)
+        self.step_count = 0
+        self.seconds = 0.0
+        self.history: dict[str, list[float]] = {k: [] for k in ("step", "loss", "grad_norm",
+                                                                 "alpha", "lr")}
+        self.metric_history: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ schedule
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimisation step ``step`` (0-based): exponential decay."""
+        cfg = self.config
+        frac = min(1.0, step / cfg.steps)
+        return cfg.lr * (cfg.lr_end / cfg.lr) ** frac
+
+    @property
+    def alpha(self) -> float:
+        """The forcing strength the next step uses (1 in sparse mode, on forced steps)."""
+        if self.config.alpha_mode == "fixed":
+            return self.config.alpha
+        if self.config.alpha_mode == "sparse":
+            return 1.0
+        return self.adaptive.alpha
+
+    # ------------------------------------------------------------------ one step
+    def _fail(self, reason: str, good_model, good_opt) -> TrainingDivergedError:
+        if good_model is not None:
+            self.model.load_state_dict(good_model)
+        if good_opt is not None:
+            self.optimizer.load_state_dict(good_opt)
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self.step_count + 1
+        return TrainingDivergedError(f"training diverged at step {step}: {reason}; the last good "
+                                     f"state (step {self.step_count}) was restored", step, reason)
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step. Returns ``loss``, ``grad_norm``, ``alpha``, ``lr``.
+
+        Raises:
+            TrainingDivergedError: NaN/inf loss, non-finite or exploding gradient, or
+                non-finite weights after the update; the previous state is restored first.
+        """
+        cfg = self.config
+        lr = self.lr_at(self.step_count)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        alpha = self.alpha
+        x = sample_windows(self.x, cfg.seq_len + 1, cfg.batch_size,
+                           generator=self._sampler)                   # (T+1, B, N)
+        self.model.train()
+        roll = gtf_rollout(self.model, x, alpha,
+                           tau=cfg.tau if cfg.alpha_mode == "sparse" else None)
+        loss = roll.loss(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise self._fail(f"the loss is {float(loss.detach())}", None, None)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        gn = float(gn)
+        if not math.isfinite(gn):
+            raise self._fail(f"the gradient norm is {gn}", None, None)
+        if gn > cfg.explode_norm:
+            raise self._fail(f"the gradient norm {gn:.3g} exceeds {cfg.explode_norm:.3g} "
+                             "(exploding gradient)", None, None)
+        good_model = _clone(self.model.state_dict())
+        good_opt = _clone(self.optimizer.state_dict())
+        self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise self._fail("the weights became non-finite", good_model, good_opt)
+        if cfg.alpha_mode == "adaptive":
+            self.adaptive.update(self.model, roll.states)
+        self.step_count += 1
+        out = {"loss": float(loss.detach()), "grad_norm": gn, "alpha": alpha, "lr": lr}
+        self.history["step"].append(self.step_count)
+        for k, v in out.items():
+            self.history[k].append(v)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _warmup(self) -> int:
+        """Forcing steps that settle unobserved latent units (0 when all are observed)."""
+        m = self.model
+        return 25 if (m.B is not None or m.latent_dim > m.obs_dim) else 0
+
+    @torch.no_grad()
+    def _inferred_states(self, starts: torch.Tensor) -> torch.Tensor:
+        """Latent states (B, M) at samples ``starts`` (B,) inferred from the data: full
+        teacher forcing over up to 25 earlier samples settles the unobserved units."""
+        m = self.model
+        w = min(self._warmup(), int(starts.min()))
+        idx = (starts - w).unsqueeze(0) + torch.arange(w + 1).unsqueeze(1)   # (w+1, B)
+        win = self.x[idx.to(self.x.device)]                                   # (w+1, B, N)
+        z = m.init_state(win[0])
+        wts, f, pinv = m.weights(), type(m)._f, m.observation_pinv()
+        for s in range(1, w + 1):
+            z = force(m, f(wts, z), win[s], 1.0, pinv)
+        return z
+
+    def _starts(self, length: int, runs: int) -> torch.Tensor:
+        """``runs`` evenly spaced start samples leaving room for ``length`` samples."""
+        hi = self.data.length - length
+        lo = min(self._warmup(), hi)
+        return torch.linspace(lo, hi, max(1, runs)).round().long().unique()
+
+    @torch.no_grad()
+    def free_run(self, steps: int, *, runs: int = 1) -> torch.Tensor:
+        """Observations of ``runs`` free runs from data-inferred states at evenly spaced
+        samples: (steps + 1, runs, N), float32, standardised units."""
+        self.model.eval()
+        L = min(int(steps) + 1, self.data.length)
+        z0 = self._inferred_states(self._starts(L, runs))                     # (B, M)
+        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, steps)])       # (T+1, B, M)
+        return self.model.observe(zs)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Invariant metrics of free runs against the data (float64 distances).
+
+        ``metric_runs`` free runs of ``metric_length`` steps start from data-inferred states
+        at evenly spaced samples; ``d_stsp`` and ``d_h`` compare them, pooled, with the data
+        windows from the same starts (several runs cover the attractor as well as one long
+        run at a fraction of the sequential cost); ``pe`` is the n-step prediction error.
+        When the data carry a noise-free ``reference`` (simulated with observation noise),
+        ``d_stsp_clean`` and ``d_h_clean`` compare with it too (observation noise alone keeps
+        ``d_stsp`` against noisy data above a floor: about 0.8 for Lorenz-63 at 5 %). With
+        ``config.lyapunov`` also ``lyapunov`` (model, per time unit of the data) and
+        ``lyapunov_data`` (the source's published value, when known). The best model is
+        chosen by ``d_stsp`` (against the data, as in practice).
+        """
+        cfg = self.config
+        self.model.eval()
+        L = min(cfg.metric_length, self.data.length)
+        starts = self._starts(L, cfg.metric_runs)                             # (B,)
+        idx = starts.unsqueeze(0) + torch.arange(L).unsqueeze(1)              # (L, B)
+        x_true = self.data.x[idx]                                             # (L, B, N)
+        z0 = self._inferred_states(starts)
+        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, L - 1)])      # (L, B, M)
+        x_gen = self.model.observe(zs).cpu()                                  # (L, B, N)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        out = {"d_stsp": state_space_divergence(x_true, x_gen, generator=gen),
+               "d_h": power_spectrum_distance(x_true, x_gen),
+               "pe": prediction_error(self.model, self.x, cfg.pe_steps)}
+        if self.data.reference is not None:                           # noise-free ground truth
+            x_ref = self.data.reference[idx]                                  # (L, B, N)
+            out["d_stsp_clean"] = state_space_divergence(x_ref, x_gen, generator=gen)
+            out["d_h_clean"] = power_spectrum_distance(x_ref, x_gen)
+        if torch.isfinite(zs[-1, 0]).all():
+            self.model.z_ref.copy_(zs[-1, 0])                                # a state on the attractor
+        if cfg.lyapunov:
+            out["lyapunov"] = math.nan
+            if math.isfinite(out["d_stsp"]):
+                try:
+                    res = lyapunov_spectrum(self.model.as_system(), k=1, steps=2000, transient=500,
+                                            batch=8, generator=torch.Generator().manual_seed(cfg.seed))
+                    out["lyapunov"] = float(res.exponents[0]) / self.data.dt
+                except ExplorerError:
+                    pass
+            if self.data.lyapunov is not None:
+                out["lyapunov_data"] = float(self.data.lyapunov)
+        return out
+
+    def _record_metrics(self, metrics: dict[str, float]) -> None:
+        self.metric_history.append({"step": self.step_count, **metrics})
+        d = metrics["d_stsp"]
+        if math.isfinite(d) and (self.best is None or d < self.best["d_stsp"]):
+            self.best = {"step": self.step_count, "d_stsp": d}
+            self._best_state = _clone(self.model.state_dict())
+
+    def best_model(self) -> ReconstructionModel:
+        """A copy of the model with the lowest D_stsp so far (the current one if none yet)."""
+        m = build_model(self.model.config)
+        m.load_state_dict(self._best_state if self._best_state is not None else self.model.state_dict())
+        return m
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A detached CPU copy of the model's ``state_dict``."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    # ------------------------------------------------------------------ loop
+    def run(self, n: int, callbacks: Iterable[Callable[[TrainEvent], Any]] = (),
+            stop: threading.Event | None = None) -> TrainEvent:
+        """Take up to ``n`` steps, emitting a :class:`TrainEvent` after each to ``callbacks``.
+
+        Metrics are computed every ``config.metrics_every`` steps (counted over the whole
+        training). Setting ``stop`` ends the run before the next step (pause); calling
+        :meth:`run` again resumes. A divergence restores the last good state and ends the run
+        with a ``"diverged"`` event.
+
+        Returns:
+            The last event.
+        """
+        cfg = self.config
+        callbacks = tuple(callbacks)
+        t_start = time.perf_counter()
+        t_last = t_start
+        done = 0
+        event = None
+
+        def emit(ev):
+            for cb in callbacks:
+                cb(ev)
+            return ev
+
+        def eta():
+            if done == 0:
+                return None
+            rate = (time.perf_counter() - t_start) / done
+            return rate * max(0, cfg.steps - self.step_count)
+
+        for i in range(int(n)):
+            if stop is not None and stop.is_set():
+                event = emit(TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds,
+                                        eta(), "stopped", f"paused at step {self.step_count}"))
+                return event
+            try:
+                losses = self.step()
+            except TrainingDivergedError as e:
+                now = time.perf_counter()
+                self.seconds += now - t_last
+                return emit(TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds,
+                                       None, "diverged", str(e)))
+            metrics = None
+            if cfg.metrics_every and self.step_count % cfg.metrics_every == 0:
+                metrics = self.evaluate()
+                self._record_metrics(metrics)
+            done += 1
+            now = time.perf_counter()
+            self.seconds += now - t_last
+            t_last = now
+            last = i == int(n) - 1
+            event = emit(TrainEvent(self.step_count, losses, metrics, self.snapshot(),
+                                    self.seconds, eta(), "done" if last else "running",
+                                    f"step {self.step_count}, loss {losses['loss']:.4g}"))
+        if event is None:
+            event = TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds, eta(),
+                               "done", "no steps requested")
+        return event
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        """Counters, RNG and forcing state (plain data) for checkpoints."""
+        return {"step_count": self.step_count, "seconds": self.seconds,
+                "sampler": self._sampler.get_state(), "adaptive": self.adaptive.state_dict(),
+                "best": None if self.best is None else dict(self.best),
+                "best_state": self._best_state}
+
+    def save(self, path, *, include_data: bool = True) -> Path:
+        """Save everything needed to resume exactly (atomically; see :mod:`.checkpoint`)."""
+        return save_checkpoint(path, self.model, optimizer=self.optimizer,
+                               config=self.config.as_dict(),
+                               normalisation=self.data.normalisation,
+                               history={"losses": self.history, "metrics": self.metric_history},
+                               trainer_state=self.state(),
+                               data=self.data if include_data else None)
+
+    @classmethod
+    def load(cls, path, data: TimeSeries | Any | None = None, *,
+             device: str | None = None) -> "Trainer":
+        """A trainer restored from :meth:`save`; it continues the same loss curve.
+
+        Args:
+            data: the training series when the checkpoint was saved without it.
+            device: override the saved device.
+        """
+        ck = load_checkpoint(path)
+        if ck.trainer_config is None or ck.trainer_state is None:
+            raise ParameterError(f"{Path(path).name} holds a model but no trainer state")
+        config = TrainerConfig.from_dict(ck.trainer_config)
+        if device is not None:
+            config = config.replace(device=device)
+        if data is None:
+            if ck.data is None:
+                raise ParameterError(f"{Path(path).name} was saved without its data; pass data=")
+            data = ck.data
+        tr = cls(data, config, model=ck.model())
+        tr.model.load_state_dict(ck.model_state)
+        tr.optimizer.load_state_dict(ck.optimizer_state)
+        st = ck.trainer_state
+        tr.step_count = int(st["step_count"])
+        tr.seconds = float(st["seconds"])
+        tr._sampler.set_state(st["sampler"])
+        tr.adaptive.load_state_dict(st["adaptive"])
+        tr.best = st["best"]
+        tr._best_state = st["best_state"]
+        hist = ck.history or {}
+        tr.history = {k: list(v) for k, v in hist.get("losses", tr.history).items()}
+        tr.metric_history = [dict(m) for m in hist.get("metrics", [])]
+        return tr
