@@ -1,6 +1,6 @@
 """``dynamics-explorer``: the compute API from a shell.
 
-Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``serve``. The JSON shapes printed with
+Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``generate``, ``serve``. The JSON shapes printed with
 ``--json`` are a stable contract, documented in ``docs/cli.md``. A user mistake (unknown
 system, bad parameter, malformed equation, unwritable file) prints one line on stderr and
 exits with code 2; no traceback.
@@ -138,10 +138,8 @@ def cmd_simulate(args) -> int:
     t = traj.t.cpu().numpy()
     x = traj.states.cpu().numpy()                                   # (T, D) or (T, B, D)
     if out.suffix.lower() == ".npz":
-        tmp = out.with_name(out.name + ".tmp.npz")
-        np.savez(tmp, t=t, x=x, variables=np.array(traj.variables),
-                 diverged_at=traj.diverged_at.cpu().numpy())
-        os.replace(tmp, out)
+        _write_npz(out, t=t, x=x, variables=np.array(traj.variables),
+                   diverged_at=traj.diverged_at.cpu().numpy())
     else:
         _write_csv(out, t, x, traj.variables)
     summary = {"system": system.name, "out": str(out), "shape": list(x.shape),
@@ -190,6 +188,105 @@ def cmd_lyapunov(args) -> int:
         print(f"  Kaplan-Yorke dimension = {rec['kaplan_yorke_dimension']:.4f}")
         if res.status != "ok":
             print(f"  status: {res.status}")
+    return 0
+
+
+def _write_npz(out: Path, **arrays) -> None:
+    """Write ``arrays`` to ``out`` atomically (a temporary file, then a rename)."""
+    import numpy as np
+
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+
+
+def _out_path(text: str, suffixes: tuple[str, ...]) -> Path:
+    out = Path(text)
+    if out.suffix.lower() not in suffixes:
+        raise CliError(f"--out must end in {' or '.join(suffixes)}, got {text!r}")
+    if not out.parent.exists():
+        raise CliError(f"directory {str(out.parent)!r} does not exist")
+    return out
+
+
+def cmd_train(args) -> int:
+    """Train a reconstruction model (PLRNN, shallow PLRNN, AL-RNN) with GTF; save a checkpoint."""
+    import time
+
+    import torch
+
+    from .training import Trainer, TrainerConfig, from_file, from_system
+
+    _setup_device(args)
+    out = _out_path(args.out, (".pt",))
+    if bool(args.system) == bool(args.data):
+        raise CliError("give exactly one of --system NAME or --data FILE")
+    if args.steps < 1:
+        raise CliError(f"--steps must be at least 1, got {args.steps}")
+    if args.system:
+        args.flow = args.map = None
+        system = _build_system(args)
+        data = from_system(system, steps=args.length, noise=args.noise,
+                           save_every=args.subsample,
+                           generator=torch.Generator().manual_seed(args.seed))
+    else:
+        data = from_file(args.data)
+    cfg = {"model": args.model, "latent_dim": args.latent, "steps": args.steps,
+           "seed": args.seed, "device": args.device or "auto",
+           "metrics_every": (args.metrics_every if args.metrics_every is not None
+                             else max(1, min(500, args.steps)))}
+    for name in ("hidden_dim", "n_relu", "seq_len", "batch_size", "lr", "alpha_mode", "alpha"):
+        v = getattr(args, name)
+        if v is not None:
+            cfg[name] = v
+    trainer = Trainer(data, TrainerConfig(**cfg))
+    last_print = [time.monotonic()]
+
+    def report(ev) -> None:
+        now = time.monotonic()
+        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
+            last_print[0] = now
+            m = ev.metrics or {}
+            loss = f", loss {ev.losses['loss']:.4g}" if "loss" in ev.losses else f": {ev.message}"
+            extra = "".join(f", {k} {m[k]:.3g}" for k in ("d_stsp", "d_h", "pe") if k in m)
+            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
+            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+
+    event = trainer.run(args.steps, callbacks=[] if args.quiet else [report])
+    trainer.save(out)
+    summary = {"out": str(out), "model": trainer.config.model, "steps": trainer.step_count,
+               "seconds": round(trainer.seconds, 3), "status": event.status,
+               "message": event.message,
+               "final_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None,
+               "metrics": trainer.metric_history[-1] if trainer.metric_history else None,
+               "best": trainer.best}
+    if args.json:
+        print(json.dumps(summary, default=float))
+    else:
+        print(f"wrote {out}: {event.message}")
+    return 0 if event.status != "diverged" else 1
+
+
+def cmd_generate(args) -> int:
+    """A free run of a trained model in observation space (data units) -> .npz."""
+    import numpy as np
+    import torch
+
+    from .training import Trainer
+
+    out = _out_path(args.out, (".npz",))
+    if args.steps < 1:
+        raise CliError(f"--steps must be at least 1, got {args.steps}")
+    trainer = Trainer.load(args.checkpoint, device="cpu")
+    with torch.no_grad():
+        z = trainer.free_run(args.steps, runs=1)[:, 0]                # (T, N) standardised
+    x = trainer.data.normalisation.invert(z.to(torch.float64)).numpy()
+    t = np.arange(x.shape[0]) * trainer.data.dt
+    _write_npz(out, t=t, x=x, variables=np.array(trainer.data.variables))
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "out": str(out), "shape": list(x.shape)}))
+    else:
+        print(f"wrote {out} x{list(x.shape)}")
     return 0
 
 
@@ -243,6 +340,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--transient", type=int, help="steps discarded first")
     s.add_argument("--batch", type=int, help="initial conditions averaged (default 128)")
     s.set_defaults(func=cmd_lyapunov)
+
+    s = sub.add_parser("train", help="train a model (train dsr: dynamical-systems reconstruction)")
+    tsub = s.add_subparsers(dest="task", required=True, parser_class=_Parser)
+    s = tsub.add_parser("dsr", help="PLRNN / shallow PLRNN / AL-RNN with generalized teacher forcing")
+    s.add_argument("--system", help="train on a simulated trajectory of this system")
+    s.add_argument("--data", help="train on a time series file (.csv, .npy, .npz; columns are variables)")
+    s.add_argument("--param", action="append", metavar="NAME=VALUE", help="system parameter")
+    s.add_argument("--x0", help=argparse.SUPPRESS)
+    s.add_argument("--length", type=int, default=100_000, help="simulated steps (default 100000)")
+    s.add_argument("--subsample", type=int, default=1, help="keep every k-th simulated state")
+    s.add_argument("--noise", type=float, default=0.05, help="observation noise fraction (0.05)")
+    s.add_argument("--model", choices=["plrnn", "shplrnn", "alrnn"], default="shplrnn")
+    s.add_argument("--latent", type=int, help="latent units M (default: 3 shplrnn, 20 others)")
+    s.add_argument("--hidden", dest="hidden_dim", type=int, help="shPLRNN hidden units (50)")
+    s.add_argument("--relu", dest="n_relu", type=int, help="AL-RNN: units through the ReLU (2)")
+    s.add_argument("--seq-len", dest="seq_len", type=int, help="training window length (200)")
+    s.add_argument("--batch", dest="batch_size", type=int, help="windows per step (16)")
+    s.add_argument("--lr", type=float, help="initial learning rate (1e-3)")
+    s.add_argument("--alpha-mode", choices=["adaptive", "fixed", "sparse"], help="teacher forcing")
+    s.add_argument("--alpha", type=float, help="forcing strength (fixed) or its starting value")
+    s.add_argument("--steps", type=int, default=2_000, help="optimisation steps (2000)")
+    s.add_argument("--metrics-every", type=int, help="evaluate D_stsp, D_H, PE every k steps")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    s.add_argument("--json", action="store_true", help="machine-readable summary")
+    s.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("generate", help="free-running trajectory of a trained model")
+    s.add_argument("checkpoint", help="a checkpoint written by `train dsr`")
+    s.add_argument("--steps", type=int, default=10_000)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--out", required=True, help="output .npz (arrays t, x)")
+    s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("serve", help="start the web app")
     s.add_argument("--port", type=int, default=5006)

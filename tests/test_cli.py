@@ -102,6 +102,11 @@ def test_lyapunov_custom_flow():
     (("lyapunov",), "exactly one"),
     (("simulate", "lorenz63"), "--out"),
     (("frobnicate",), "invalid choice"),
+    (("train", "dsr", "--out", "run.pt"), "exactly one of --system"),
+    (("train", "dsr", "--system", "lorenz", "--out", "run.txt"), ".pt"),
+    (("train", "dsr", "--system", "lorenz", "--model", "lstm", "--out", "run.pt"), "invalid choice"),
+    (("train", "dsr", "--data", "missing.csv", "--out", "run.pt"), "missing.csv"),
+    (("generate", "missing.pt", "--out", "gen.npz"), "missing.pt"),
 ])
 def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
     p = subprocess.run([sys.executable, "-m", "explorer", *args], capture_output=True, text=True,
@@ -111,3 +116,33 @@ def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1, err
     assert needle.lower() in err.lower(), err
+
+
+def test_train_dsr_and_generate(tmp_path):
+    """A tiny run end to end: a checkpoint that resumes, then a free run in data units."""
+    ck = tmp_path / "run.pt"
+    p = run("train", "dsr", "--system", "lorenz", "--model", "alrnn", "--latent", "6",
+            "--steps", "4", "--length", "3000", "--seq-len", "40", "--batch", "4",
+            "--metrics-every", "4", "--seed", "3", "--out", str(ck), "--json")
+    summary = json.loads(p.stdout)
+    assert summary["steps"] == 4 and summary["model"] == "alrnn" and summary["status"] == "done"
+    assert math.isfinite(summary["final_loss"]) and "d_stsp" in summary["metrics"]
+    assert "step 4/4" in p.stderr                                   # progress on stderr
+    out = tmp_path / "gen.npz"
+    p = run("generate", str(ck), "--steps", "300", "--out", str(out), "--json")
+    assert json.loads(p.stdout)["shape"] == [301, 3]
+    d = np.load(out)
+    assert d["x"].shape == (301, 3) and d["t"].shape == (301,)
+    assert np.all(np.isfinite(d["x"]))
+    # data units, not standardised: the first state is the (noisy) Lorenz data's scale
+    assert 5 < np.abs(d["x"][0]).max() < 60
+
+
+def test_train_dsr_on_a_file(tmp_path):
+    t = np.linspace(0, 60, 1500)
+    csv = tmp_path / "osc.csv"
+    np.savetxt(csv, np.column_stack([np.sin(t), np.cos(1.3 * t)]), delimiter=",", header="a,b",
+               comments="")
+    p = run("train", "dsr", "--data", str(csv), "--steps", "2", "--seq-len", "30", "--batch", "2",
+            "--metrics-every", "0", "--quiet", "--out", str(tmp_path / "r.pt"), "--json")
+    assert json.loads(p.stdout)["steps"] == 2 and p.stderr == ""
