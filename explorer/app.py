@@ -1,6 +1,7 @@
 """The web app: ``dynamics-explorer serve``, or ``panel serve explorer/app.py``.
 
-One Panel app; the page comes from the URL (``?page=attractors``, the default), and the
+One Panel app; the page comes from the URL (``?page=attractors``, the default;
+``?page=reconstruction`` trains models on data), and the
 rest of the query holds that page's state, so a copied link reproduces what was shown.
 """
 
@@ -10,6 +11,7 @@ import panel as pn
 
 from .pages import PAGES
 from .pages import attractors as _attractors  # noqa: F401  (loads the extensions once)
+from .pages import reconstruction as _reconstruction
 
 
 def create_app():
@@ -20,6 +22,8 @@ def create_app():
         page = "attractors"
     if page == "attractors":
         return _attractors.build()
+    if page == "reconstruction":
+        return _reconstruction.build()
     raise AssertionError(page)  # pragma: no cover - every key of PAGES is handled above
 
 

@@ -7,6 +7,7 @@ from .attractors import AttractorController, AttractorData
 from .jobs import Done, JobRunner
 from .live import Frame, LiveEnsemble
 from .presets import PRESETS, Preset
+from .reconstruction import ReconstructionController
 
 __all__ = ["AttractorController", "AttractorData", "Done", "JobRunner", "Frame", "LiveEnsemble",
-           "PRESETS", "Preset"]
+           "PRESETS", "Preset", "ReconstructionController"]

@@ -2,4 +2,4 @@
 servable on its own (``panel serve explorer/pages/<page>.py``)."""
 
 #: page key -> title, in navigation order
-PAGES = {"attractors": "Attractors"}
+PAGES = {"attractors": "Attractors", "reconstruction": "Reconstruction"}

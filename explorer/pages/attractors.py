@@ -10,8 +10,8 @@ import holoviews as hv
 import panel as pn
 
 from ..controllers.attractors import AttractorController
-from ..views.attractors import AttractorsPanel, _dysts_available
-from ..views.shell import device_widget, page_template
+from ..views.attractors import AttractorsPanel
+from ..views.shell import device_widget, dysts_available, page_template
 from . import PAGES
 
 hv.extension("bokeh", logo=False)
@@ -25,7 +25,7 @@ __all__ = ["AttractorsPanel", "AttractorController", "build"]
 
 def build(*, sync_url: bool = True) -> pn.template.BootstrapTemplate:
     """The Attractors page in the app's template (one per browser session)."""
-    controller = AttractorController(dysts=_dysts_available())
+    controller = AttractorController(dysts=dysts_available())
     panel = AttractorsPanel(controller, sync_url=sync_url)
     device = device_widget(controller.devices(), controller.device,
                            lambda d: setattr(controller, "device", d))

@@ -26,6 +26,7 @@ from ..controllers.presets import PRESETS
 from ..core.errors import ExplorerError
 from ..core.registry import system_class
 from . import plots
+from .shell import dysts_available
 
 PLOT_OPTS = dict(responsive=True, min_height=420, toolbar="above", default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
 
@@ -49,7 +50,7 @@ class AttractorsPanel(pn.viewable.Viewer):
 
     def __init__(self, controller: AttractorController | None = None, *, sync_url: bool = False,
                  **params):
-        ctrl = controller or AttractorController(dysts=_dysts_available())
+        ctrl = controller or AttractorController(dysts=dysts_available())
         super().__init__(controller=ctrl, **params)
         self._doc = pn.state.curdoc
         self._periodic = None                         # the UI tick (runs only while busy)
@@ -999,11 +1000,3 @@ def _nice_step(low: float, high: float) -> float:
     if not math.isfinite(span) or span <= 0:
         return 0.01
     return 10 ** math.floor(math.log10(span / 1000))
-
-
-def _dysts_available() -> bool:
-    try:
-        import importlib.util
-        return importlib.util.find_spec("dysts") is not None
-    except (ImportError, ValueError):
-        return False

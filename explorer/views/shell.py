@@ -60,3 +60,12 @@ def page_template(*, title: str, sidebar, main, pages: dict[str, str], current: 
     tpl.header.append(pn.layout.HSpacer())
     tpl.header.append(device)
     return tpl
+
+
+def dysts_available() -> bool:
+    """Whether the optional dysts catalogue is installed (its systems join the pickers)."""
+    try:
+        import importlib.util
+        return importlib.util.find_spec("dysts") is not None
+    except (ImportError, ValueError):
+        return False
