@@ -25,7 +25,7 @@ from ..core.analysis.fixed_points import fixed_points
 from ..core.analysis.local import local_expansion, speed
 from ..core.analysis.lyapunov import lyapunov_spectrum
 from ..core.analysis.sections import orbit_diagram, poincare_section
-from ..core.custom import parse_system, validate_equations
+from ..core.custom import parse_param_assignments, parse_system, validate_equations
 from ..core.device import available_devices, default_device, describe_device, parse_device
 from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class, system_names
@@ -78,28 +78,6 @@ class AttractorData:
     @property
     def n_points(self) -> int:
         return int(self.x.shape[0] * self.x.shape[1])
-
-
-def _parse_params_text(text: str) -> dict[str, float]:
-    """``"a = 1, b = 2.5"`` (commas, semicolons or new lines) -> ``{"a": 1.0, "b": 2.5}``."""
-    out: dict[str, float] = {}
-    for i, part in enumerate(p for p in text.replace(";", ",").replace("\n", ",").split(",")):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ParameterError(f"parameter entry {part!r} must look like name = value")
-        name, value = (s.strip() for s in part.split("=", 1))
-        if not name.isidentifier():
-            raise ParameterError(f"{name!r} is not a parameter name")
-        try:
-            v = float(value)
-        except ValueError:
-            raise ParameterError(f"value of {name!r} must be a number, got {value!r}") from None
-        if not math.isfinite(v):
-            raise ParameterError(f"value of {name!r} must be finite, got {value!r}")
-        out[name] = v
-    return out
 
 
 def _fmt(v: float) -> str:
@@ -202,7 +180,7 @@ class AttractorController(param.Parameterized):
     def _custom_system(self) -> DynamicalSystem:
         key = (self.equations, self.custom_params)
         if self._custom_cache is None or self._custom_cache[:2] != key:
-            params = _parse_params_text(self.custom_params)
+            params = parse_param_assignments(self.custom_params)
             sys_ = parse_system(self.equations, params, name=CUSTOM)
             self._custom_cache = (*key, sys_)
         return self._custom_cache[2]
@@ -214,7 +192,7 @@ class AttractorController(param.Parameterized):
         eqs = self.equations if equations is None else equations
         ptext = self.custom_params if params_text is None else params_text
         try:
-            params = _parse_params_text(ptext)
+            params = parse_param_assignments(ptext)
         except ParameterError as e:
             return [f"parameters: {e}"]
         return [str(e) for e in validate_equations(eqs, params)]

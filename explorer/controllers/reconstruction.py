@@ -41,7 +41,7 @@ import torch
 
 from ..core.analysis.fixed_points import FixedPoint, fixed_points
 from ..core.analysis.lyapunov import LyapunovResult, lyapunov_spectrum
-from ..core.custom import parse_system, validate_equations
+from ..core.custom import parse_param_assignments, parse_system, validate_equations
 from ..core.device import available_devices, default_device, parse_device
 from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class, system_names
@@ -376,7 +376,7 @@ class ReconstructionController(param.Parameterized):
         """Problems with typed custom equations and parameters, one message each."""
         eqs = self.equations if equations is None else equations
         try:
-            params = _parse_params(self.custom_params if params_text is None else params_text)
+            params = parse_param_assignments(self.custom_params if params_text is None else params_text)
         except ParameterError as e:
             return [f"parameters: {e}"]
         return [str(e) for e in validate_equations(eqs, params)]
@@ -1116,29 +1116,9 @@ class _Halted(Exception):
 
 
 # ============================================================================ compute
-def _parse_params(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in text.replace(";", ",").replace("\n", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ParameterError(f"parameter entry {part!r} must look like name = value")
-        name, value = (s.strip() for s in part.split("=", 1))
-        if not name.isidentifier():
-            raise ParameterError(f"{name!r} is not a parameter name")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise ParameterError(f"value of {name!r} must be a number, got {value!r}") from None
-        if not math.isfinite(out[name]):
-            raise ParameterError(f"value of {name!r} must be finite")
-    return out
-
-
 def _system_of(spec: DataSpec) -> DynamicalSystem:
     if spec.system == CUSTOM:
-        params = _parse_params(spec.custom_params)
+        params = parse_param_assignments(spec.custom_params)
         problems = validate_equations(spec.equations, params)
         if problems:
             raise problems[0]

@@ -73,7 +73,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
-from .errors import EquationError
+from .errors import EquationError, ParameterError
 from .system import DynamicalSystem, Flow, Map, Param, autograd_jacobian
 
 __all__ = ["parse_system", "parse_equations", "validate_equations", "ParsedEquations",
@@ -1144,4 +1144,28 @@ def _txt(n: Node) -> str:
     for op, o in zip(n.ops, n.operands[1:]):
         s = _txt(o)
         out += (f" {op} " if lim == 1 else op) + (f"({s})" if _prec(o) <= lim else s)
+    return out
+
+
+def parse_param_assignments(text: str) -> dict[str, float]:
+    """Parameter values typed beside custom equations: ``"a = 1, b = 2.5"`` (separated by
+    commas, semicolons or new lines) -> ``{"a": 1.0, "b": 2.5}``. Names must be identifiers
+    and values finite numbers, else :class:`ParameterError` says which entry is wrong."""
+    out: dict[str, float] = {}
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ParameterError(f"parameter entry {part!r} must look like name = value")
+        name, value = (s.strip() for s in part.split("=", 1))
+        if not name.isidentifier():
+            raise ParameterError(f"{name!r} is not a parameter name")
+        try:
+            v = float(value)
+        except ValueError:
+            raise ParameterError(f"value of {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(v):
+            raise ParameterError(f"value of {name!r} must be finite, got {value!r}")
+        out[name] = v
     return out

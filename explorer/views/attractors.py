@@ -26,7 +26,7 @@ from ..controllers.presets import PRESETS
 from ..core.errors import ExplorerError
 from ..core.registry import system_class
 from . import plots
-from .shell import dysts_available
+from .shell import dysts_available, prompt_widgets, schedule
 
 PLOT_OPTS = dict(responsive=True, min_height=420, toolbar="above", default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"])
 
@@ -382,7 +382,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             pn.layout.Divider(), pn.pane.Markdown("**Live mode**"), g["live"],
             pn.layout.Divider(), g["custom"], pn.pane.Markdown("**Export**"), g["export"],
             sizing_mode="stretch_width", css_classes=["explorer-sidebar"])
-        _prompt(self.sidebar)
+        prompt_widgets(self.sidebar)
         self.tabs = pn.Tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
                             ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
                             ("About this system", self.about),
@@ -477,7 +477,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                           if not isinstance(s, pn.widgets.EditableFloatSlider) else "value")
             sliders.append(s)
         self.params_box.objects = sliders
-        _prompt(self.params_box)
+        prompt_widgets(self.params_box)
 
     def _describe(self) -> None:
         try:
@@ -550,12 +550,7 @@ class AttractorsPanel(pn.viewable.Viewer):
 
     # ================================================================ results -> streams
     def _schedule_poll(self) -> None:
-        doc = self._doc
-        if doc is not None and doc.session_context is not None:
-            try:
-                doc.add_next_tick_callback(self._poll)
-            except Exception:
-                pass
+        schedule(self._doc, self._poll)
 
     def _poll(self) -> None:
         with pn.io.hold():
@@ -972,15 +967,6 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self._periodic.stop()
             except Exception:
                 pass
-
-
-def _prompt(layout) -> None:
-    """Apply the browser's widget changes at once: Panel waits 50 ms (``_debounce``, a class
-    default) to merge rapid edits, but these widgets send committed values (Enter, slider
-    release, a click), and the page's supersession of running jobs already merges bursts."""
-    for w in layout.select(pn.widgets.Widget):
-        if hasattr(w, "_debounce"):
-            w._debounce = 0
 
 
 def _close(a, b, rel: float = 1e-6) -> bool:

@@ -31,6 +31,7 @@ from ..core.errors import ExplorerError
 from ..core.registry import system_class
 from . import plots
 from . import training_plots as tp
+from .shell import prompt_widgets, schedule
 
 #: period of the UI tick while training or computing (ms): 10 updates per second at most
 TICK_MS = 100
@@ -315,7 +316,7 @@ class ReconstructionPanel(pn.viewable.Viewer):
             md("Load a checkpoint (.pt) to resume or analyse it:", css_classes=["preset-text"]),
             w.w_ckpt, w.ckpt_error,
             sizing_mode="stretch_width", css_classes=["explorer-sidebar"])
-        _prompt(self.sidebar)
+        prompt_widgets(self.sidebar)
         self.tabs = pn.Tabs(
             ("Lyapunov spectrum", pn.Column(w.b_lyap, w.lyap_text, w.lyap_box, sizing_mode="stretch_width")),
             ("Fixed points", pn.Column(w.fixed_text, w.fixed_table, sizing_mode="stretch_width")),
@@ -461,12 +462,7 @@ class ReconstructionPanel(pn.viewable.Viewer):
 
     # ================================================================ the tick
     def _schedule_poll(self) -> None:
-        doc = self._doc
-        if doc is not None and doc.session_context is not None:
-            try:
-                doc.add_next_tick_callback(self._tick)
-            except Exception:
-                pass
+        schedule(self._doc, self._tick)
 
     def _ensure_tick(self) -> None:
         """Run the UI tick while something trains or computes (it stops itself)."""
@@ -634,10 +630,3 @@ class ReconstructionPanel(pn.viewable.Viewer):
                 self._periodic.stop()
             except Exception:
                 pass
-
-
-def _prompt(layout) -> None:
-    """Apply widget changes at once (no 50 ms debounce; see the Attractors view)."""
-    for w in layout.select(pn.widgets.Widget):
-        if hasattr(w, "_debounce"):
-            w._debounce = 0

@@ -69,3 +69,22 @@ def dysts_available() -> bool:
         return importlib.util.find_spec("dysts") is not None
     except (ImportError, ValueError):
         return False
+
+
+def schedule(doc, fn) -> None:
+    """Run ``fn`` on the session's event loop at its next tick (safe from any thread); a
+    no-op when there is no live session (notebooks, tests, a closed tab)."""
+    if doc is not None and doc.session_context is not None:
+        try:
+            doc.add_next_tick_callback(fn)
+        except Exception:  # the document is being destroyed
+            pass
+
+
+def prompt_widgets(layout) -> None:
+    """Apply the browser's widget changes at once: Panel waits 50 ms (``_debounce``, a class
+    default) to merge rapid edits, but these widgets send committed values (Enter, slider
+    release, a click), and the page's supersession of running jobs already merges bursts."""
+    for w in layout.select(pn.widgets.Widget):
+        if hasattr(w, "_debounce"):
+            w._debounce = 0
