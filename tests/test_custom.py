@@ -531,3 +531,13 @@ def test_random_valid_trees_match_reference(t1, t2, sp):
     np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-9, equal_nan=True, err_msg=text)
     # float32 in, float32 out
     assert sys.f(torch.tensor(X, dtype=torch.float32)).dtype == torch.float32
+
+
+def test_parameter_assignments_parse_and_name_the_bad_entry():
+    from explorer.core.custom import parse_param_assignments
+    from explorer.core.errors import ParameterError
+
+    assert parse_param_assignments("a = 1; b=2.5\nc = -3e-2,") == {"a": 1.0, "b": 2.5, "c": -0.03}
+    for text, needle in [("a 1", "'a 1'"), ("1a = 2", "'1a'"), ("a = x", "'x'"), ("a = inf", "finite")]:
+        with pytest.raises(ParameterError, match=needle):
+            parse_param_assignments(text)
