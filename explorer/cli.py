@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.05, help="observation noise fraction (0.05)")
     s.add_argument("--model", choices=["plrnn", "shplrnn", "alrnn"], default="shplrnn")
     s.add_argument("--latent", type=int, help="latent units M (default: 3 shplrnn, 20 others)")
-    s.add_argument("--hidden", dest="hidden_dim", type=int, help="shPLRNN hidden units (50)")
+    s.add_argument("--hidden", dest="hidden_dim", type=int, help="shPLRNN hidden units (100)")
     s.add_argument("--relu", dest="n_relu", type=int, help="AL-RNN: units through the ReLU (2)")
     s.add_argument("--seq-len", dest="seq_len", type=int, help="training window length (200)")
     s.add_argument("--batch", dest="batch_size", type=int, help="windows per step (16)")

@@ -297,7 +297,7 @@ class ReconstructionController(param.Parameterized):
     model = param.Selector(default="shplrnn", objects=["shplrnn", "plrnn", "alrnn"],
                            doc="shplrnn: shallow PLRNN; plrnn: vanilla PLRNN; alrnn: almost-linear RNN.")
     latent = param.Integer(default=3, bounds=(1, 512), doc="Latent dimension M (>= observed coordinates).")
-    hidden = param.Integer(default=50, bounds=(1, 4096), doc="Shallow PLRNN: width H of the ReLU layer.")
+    hidden = param.Integer(default=100, bounds=(1, 4096), doc="Shallow PLRNN: width H of the ReLU layer.")
     n_relu = param.Integer(default=2, bounds=(0, 64),
                            doc="AL-RNN: number P of ReLU units (at most 2^P linear subregions).")
     # ---- teacher forcing
