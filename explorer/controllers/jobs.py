@@ -12,6 +12,7 @@ Pure Python (threading only): tested without a browser.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -58,7 +59,8 @@ class JobRunner:
     Args:
         notify: called (from the worker thread) after a job finishes, e.g. to schedule a
             UI-thread :meth:`poll`; must be thread-safe.
-        log: where internal errors' tracebacks go (default: stderr of the server).
+        log: where internal errors' tracebacks go (default: this module's logger, which the
+            server prints to stderr).
     """
 
     def __init__(self, notify: Callable[[], None] | None = None,
@@ -69,7 +71,7 @@ class JobRunner:
         self._done: queue.Queue[Done] = queue.Queue()
         self._closed = False
         self.notify = notify
-        self._log = log or (lambda text: print(text, flush=True))
+        self._log = log or logging.getLogger(__name__).error
 
     # ------------------------------------------------------------------ submit
     def submit(self, key: str, fn: Callable[..., Any], *, label: str = "") -> Job:

@@ -25,12 +25,12 @@ session in a background thread, and publishes progress for the view:
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ from ..training import (DataError, TimeSeries, Trainer, TrainerConfig, TrainEven
                         from_system)
 from ..training.gtf import force
 from .jobs import Done, JobRunner
+
+log = logging.getLogger(__name__)
 
 CUSTOM = "custom"
 DEFAULT_EQUATIONS = "dx/dt = sigma*(y - x)\ndy/dt = x*(rho - z) - y\ndz/dt = x*y - beta*z"
@@ -690,7 +692,7 @@ class ReconstructionController(param.Parameterized):
         except Exception as e:  # a bug: log it, show one line
             phase = "error"
             message = f"internal error ({type(e).__name__}: {_one_line(e)}); details are in the server log"
-            print(traceback.format_exc(), flush=True)
+            log.exception("training run failed")
         finally:
             self._serve_save(run, trainer)
             if trainer is not None:
