@@ -217,7 +217,7 @@ class AttractorController(param.Parameterized):
             var = sys_.variables
             self.x_var = var[0]
             self.y_var = var[2] if (flow and len(var) >= 3 and name in ("lorenz63", CUSTOM)) else var[min(1, len(var) - 1)]
-            self.z_var = var[2] if len(var) >= 3 else ""
+            self.z_var = _depth_variable(var, self.x_var, self.y_var)
             if len(var) < 3:
                 self.view = "2D"
             cont = [p for p in cls.parameters if not p.integer]
@@ -573,7 +573,14 @@ class AttractorController(param.Parameterized):
         if self.auto:
             self.request_attractor()
 
-    def _on_view(self, *_events) -> None:
+    def _on_view(self, *events) -> None:
+        if any(e.name in ("x_var", "y_var", "z_var") for e in events) and self.z_var in (self.x_var, self.y_var):
+            # the 3D view's depth must be a third variable (x, z, z would be a flat projection)
+            self._suspend += 1
+            try:
+                self.z_var = _depth_variable(self.variables(), self.x_var, self.y_var)
+            finally:
+                self._suspend -= 1
         if not self._suspend:
             self.query_version += 1
 
@@ -629,6 +636,12 @@ class AttractorController(param.Parameterized):
         q = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in query.items()}
         q = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
         problems: list[str] = []
+        if "preset" in q:
+            if q["preset"] in PRESETS:
+                # a preset link: the preset's state, then whatever else the link sets on top
+                q = {**PRESETS[q["preset"]].query, **q}
+            else:
+                problems.append(f"preset: unknown preset {q['preset']!r}")
 
         def attempt(what: str, fn) -> None:
             try:
@@ -748,6 +761,11 @@ def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seco
         x=x.cpu().numpy(), color=color, color_by=color_by, message=traj.message,
         diverged=bool(traj.diverged.any()), seconds=seconds, device=describe_device(device),
         trajectory=traj)
+
+
+def _depth_variable(variables, x_var: str, y_var: str) -> str:
+    """The 3D view's third axis: the first variable that is neither of the two shown."""
+    return next((v for v in variables if v not in (x_var, y_var)), "")
 
 
 def _recolor(data: AttractorData, color_by: str) -> AttractorData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 
 import datashader as ds
 import holoviews as hv
@@ -34,8 +35,13 @@ PLOT_OPTS = dict(responsive=True, min_height=420, toolbar="above", default_tools
 #: its re-render would otherwise hold the server's event loop while the image is in flight)
 TS_DELAY_MS = 200
 
+LYAP_PROMPT = "Press **Compute Lyapunov spectrum**."
+
 NO_SECTION = ("No Poincaré section for a map: its iterates are already a discrete section "
               "of time (the attractor plot shows them).")
+
+#: a live frame not acknowledged by the browser within this many seconds is taken as lost
+FRAME_ACK_TIMEOUT = 2.0
 
 #: control groups that classroom mode can hide (``?classroom=1&hide=solver,dt``)
 CONTROL_GROUPS = ("presets", "system", "params", "x0", "solver", "dt", "n", "duration", "view",
@@ -59,6 +65,9 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._last_frame = -1
         self._centre = None
         self._building = False
+        self._frame_pending, self._frame_sent = False, 0.0
+        self._was_connected = False
+        self._drag, self._drag_applied = (0.0, 0.0), 0.0
         self._make_widgets()
         self._make_plots()
         self._layout()
@@ -113,9 +122,9 @@ class AttractorsPanel(pn.viewable.Viewer):
                                                  end=1e6, sizing_mode="stretch_width")
         self.w_view = pn.widgets.RadioButtonGroup(name="View", options=["2D", "3D"], value=c.view,
                                                   button_type="default")
-        self.w_xvar = pn.widgets.Select(name="horizontal", width=90)
-        self.w_yvar = pn.widgets.Select(name="vertical", width=90)
-        self.w_zvar = pn.widgets.Select(name="depth", width=90)
+        self.w_xvar = pn.widgets.Select(name="horizontal", width=95)
+        self.w_yvar = pn.widgets.Select(name="vertical", width=95)
+        self.w_zvar = pn.widgets.Select(name="depth (3D)", width=95)
         self.w_az = pn.widgets.FloatSlider(name="Azimuth", start=-180, end=180, step=1, value=c.azimuth,
                                            sizing_mode="stretch_width")
         self.w_el = pn.widgets.FloatSlider(name="Elevation", start=-90, end=90, step=1, value=c.elevation,
@@ -165,7 +174,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.status = pn.pane.Markdown("", css_classes=["status-line"], sizing_mode="stretch_width")
         self.equations = pn.pane.LaTeX("", sizing_mode="stretch_width", styles={"font-size": "1.05em"})
         self.about = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.lyap_text = pn.pane.Markdown("Press **Compute Lyapunov spectrum**.", sizing_mode="stretch_width")
+        self.lyap_text = pn.pane.Markdown(LYAP_PROMPT, sizing_mode="stretch_width")
         self.fixed_table = pn.pane.DataFrame(pd.DataFrame(), sizing_mode="stretch_width", index=False,
                                              float_format="{:.5g}".format)
         self.orbit_text = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -194,6 +203,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.b_step.on_click(self._step)
         self.b_reset.on_click(self._reset)
         self.w_speed.param.watch(lambda e: self._live and self._live.set_speed(e.new), "value")
+        self.w_live_n.param.watch(self._restart_live, "value")
         self.b_lyap.on_click(lambda e: self.controller.request_lyapunov())
         self.w_orbit_param.param.watch(lambda e: self._set("orbit_param", e.new), "value")
         self.w_orbit_var.param.watch(lambda e: self._set("orbit_var", e.new), "value")
@@ -256,8 +266,10 @@ class AttractorsPanel(pn.viewable.Viewer):
                                       azimuth=data["az"], elevation=data["el"])
 
         def triad(data):
-            if not data or data["view"] != "3D" or c.attractor is None:
-                return hv.Overlay([hv.Segments([]), hv.Labels([])])
+            a = c.attractor
+            if (not data or data["view"] != "3D" or a is None
+                    or not all(v in a.variables for v in data["axes"])):
+                return plots.empty_triad()
             return plots.axes_triad(c.attractor.x, c.attractor.variables, data["axes"], data["az"], data["el"])
 
         cmap = pn.bind(lambda col: plots.CMAPS[col], c.param.color_by)
@@ -279,11 +291,22 @@ class AttractorsPanel(pn.viewable.Viewer):
              * hv.DynamicMap(triad, streams=[self.pipe])).opts(
                 hv.opts.Overlay(responsive=True, min_height=460, framewise=True, title="")),
             sizing_mode="stretch_both", min_height=460)
-        self.ts_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(lambda data: plots.timeseries_plot(data),
-                                                       streams=[self.ts_pipe]).opts(
-            hv.opts.Curve(line_width=1, framewise=True), hv.opts.NdOverlay(responsive=True, min_height=300,
-                                                           framewise=True, legend_position="right")),
+        # flows as curves, maps as markers (iterates are not joined): two panes, one shown
+        self.ts_map_pipe = hv.streams.Pipe(data=None)
+        ts_opts = (hv.opts.NdOverlay(responsive=True, min_height=300, framewise=True,
+                                     legend_position="right"),)
+        self.ts_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(
+            plots.timeseries_plot, streams=[self.ts_pipe]).opts(
+            hv.opts.Curve(line_width=1, framewise=True), *ts_opts),
             sizing_mode="stretch_width", min_height=360)
+        self.ts_map_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(
+            lambda data: plots.timeseries_plot(data, markers=True), streams=[self.ts_map_pipe]).opts(
+            hv.opts.Scatter(size=2.5, framewise=True), *ts_opts),
+            sizing_mode="stretch_width", min_height=360)
+        # shown through wrappers (toggling a HoloViews pane itself upsets Panel's stylesheets)
+        self.ts_box = pn.Column(self.ts_plot, sizing_mode="stretch_width")
+        self.ts_map_box = pn.Column(self.ts_map_plot, sizing_mode="stretch_width", visible=False)
+        self.ts_caption = pn.pane.Markdown("**Time series**", sizing_mode="stretch_width")
         self.lyap_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(
             lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
             hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"])),
@@ -316,11 +339,12 @@ class AttractorsPanel(pn.viewable.Viewer):
 
         Frames then update these sources directly, so an animation frame costs a data
         patch of a few glyphs instead of a HoloViews re-render of the whole overlay."""
-        from bokeh.models import ColumnDataSource
+        from bokeh.events import Pan, PanEnd
+        from bokeh.models import ColumnDataSource, CustomJS
 
         fig = plot.state
         self._img_source = plot.handles.get("source")
-        self._img_dims = tuple(d.name for d in element.kdims)
+        self._img_dims = tuple(d.label for d in element.kdims)
         if self._trail_fig is fig:
             return
         self._trail_sources = []
@@ -331,7 +355,49 @@ class AttractorsPanel(pn.viewable.Viewer):
             self._trail_sources.append(src)
         self._head_source = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         fig.scatter("x", "y", source=self._head_source, size=3, color=plots.HEAD_COLOR)
+        # Frames are paced by the browser: it acknowledges each frame once applied (the heads
+        # are written last), and the next frame is sent only then. Without this, a browser
+        # slower than the server queues frames, and every other message of the page (a new
+        # parameter value, the pause label, the URL) waits behind seconds of trails.
+        self._head_source.js_on_change("data", CustomJS(code="cb_obj.tags = [Date.now()]"))
+        self._head_source.on_change("tags", self._frame_ack)
+        self._frame_pending = False
+        fig.on_event(Pan, self._on_drag)
+        fig.on_event(PanEnd, self._on_drag_end)
         self._trail_fig = fig
+
+    #: degrees of rotation per pixel dragged in the 3D view
+    DRAG_DEGREES = 0.5
+
+    def _on_drag(self, event) -> None:
+        """Drag in the 3D view: rotate (horizontal: azimuth, vertical: elevation), applied at
+        most about ten times a second while the mouse moves, and once more on release."""
+        if self.controller.view != "3D":
+            return
+        dx, dy = self._drag
+        self._drag = (dx + float(event.delta_x or 0.0), dy + float(event.delta_y or 0.0))
+        if time.monotonic() - self._drag_applied > 0.1:
+            self._apply_drag()
+
+    def _on_drag_end(self, _event) -> None:
+        if self.controller.view == "3D":
+            self._apply_drag()
+
+    def _apply_drag(self) -> None:
+        dx, dy = self._drag
+        self._drag, self._drag_applied = (0.0, 0.0), time.monotonic()
+        if not (dx or dy):
+            return
+        c = self.controller
+        az = (c.azimuth - self.DRAG_DEGREES * dx + 180.0) % 360.0 - 180.0
+        el = min(90.0, max(-90.0, c.elevation + self.DRAG_DEGREES * dy))
+        c.param.update(azimuth=round(az, 1), elevation=round(el, 1))
+        self._building = True
+        self.w_az.value, self.w_el.value = c.azimuth, c.elevation
+        self._building = False
+
+    def _frame_ack(self, attr, old, new) -> None:
+        self._frame_pending = False
 
     def _set_trails(self, layers) -> None:
         if self._trail_fig is None:
@@ -357,7 +423,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             "x0": pn.Column(w.w_x0, w.x0_error, sizing_mode="stretch_width"),
             "solver": w.w_solver, "dt": w.w_dt, "n": pn.Row(w.w_n, w.w_transient, sizing_mode="stretch_width"),
             "duration": w.w_duration,
-            "view": pn.Column(pn.Row(w.w_view, w.w_xvar, w.w_yvar, w.w_zvar, sizing_mode="stretch_width"),
+            "view": pn.Column(w.w_view, pn.Row(w.w_xvar, w.w_yvar, w.w_zvar, sizing_mode="stretch_width"),
                               w.w_az, w.w_el, sizing_mode="stretch_width"),
             "color": w.w_color,
             "live": pn.Column(pn.Row(w.b_play, w.b_pause, w.b_step, w.b_reset), w.w_speed, w.w_live_n,
@@ -390,8 +456,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.main = pn.Column(
             self.status,
             pn.Row(pn.Column(self.attractor_plot, sizing_mode="stretch_both", min_height=480),
-                   pn.Column(self.equations, pn.pane.Markdown("**Time series** (first trajectory)"),
-                             self.ts_plot, sizing_mode="stretch_width", max_width=440),
+                   pn.Column(self.equations, self.ts_caption, self.ts_box, self.ts_map_box,
+                             sizing_mode="stretch_width", max_width=440),
                    sizing_mode="stretch_width", min_height=480),
             self.tabs, sizing_mode="stretch_width")
 
@@ -566,7 +632,19 @@ class AttractorsPanel(pn.viewable.Viewer):
         if self._periodic is None or not self._periodic.running:
             self._periodic = pn.state.add_periodic_callback(self._tick, period=25, start=True)
 
+    def _connected(self) -> bool:
+        """False once the browser tab has gone (its session may live on a few seconds more)."""
+        ctx = getattr(self._doc, "session_context", None)
+        session = getattr(ctx, "_session", None)
+        conns = getattr(session, "_subscribed_connections", None)
+        if conns:
+            self._was_connected = True
+        return conns is None or bool(conns) or not self._was_connected
+
     def _tick(self) -> None:
+        if not self._connected():                 # the tab closed: stop sending at once
+            self.close()
+            return
         with pn.io.hold():                        # one document patch per tick
             self._poll()
             self._draw_live()
@@ -596,7 +674,9 @@ class AttractorsPanel(pn.viewable.Viewer):
                 pass
             self.lyap_pipe.send((r, ref))
             self.lyap_box.visible = r is not None
-            if r is not None:
+            if r is None:
+                self.lyap_text.object = LYAP_PROMPT
+            else:
                 ex = r.exponents.tolist()
                 unit = "per iteration" if r.kind == "map" else "per time unit"
                 txt = (f"**λ** = {', '.join(f'{v:.4f}' for v in ex)} ({unit}); "
@@ -613,7 +693,9 @@ class AttractorsPanel(pn.viewable.Viewer):
             self.orbit_pipe.send(r)
             self._mark_orbit()
             self.b_orbit_back.disabled = not c.orbit_history
-            if r is not None:
+            if r is None:
+                self.orbit_text.object = ""
+            else:
                 self.w_orbit_lo.value, self.w_orbit_hi.value = c.orbit_low, c.orbit_high
                 nd = int(r.diverged.sum())
                 self.orbit_text.object = (f"{r.param} ∈ [{c.orbit_low:.6g}, {c.orbit_high:.6g}], "
@@ -622,13 +704,16 @@ class AttractorsPanel(pn.viewable.Viewer):
         elif name == "section":
             s = c.section
             self.section_pipe.send(None if s is None else (s, c.attractor.variables))
-            if s is not None:
+            if s is None:
+                self.section_text.object = NO_SECTION if self._kind() == "map" else ""
+            else:
                 var = c.attractor.variables[s.axis]
                 self.section_text.object = (f"{len(s.points)} upward crossings of {var} = {s.value:.5g}. "
                                             "Click a point to start there.")
-            else:
-                self.section_text.object = NO_SECTION
         elif name == "fixed":
+            if c.fixed is None:
+                self.fixed_table.object = pd.DataFrame()
+                return
             rows = plots.fixed_points_table(c.fixed, c.variables())
             self.fixed_table.object = pd.DataFrame(rows) if rows else pd.DataFrame({"": ["no fixed point found"]})
 
@@ -675,8 +760,19 @@ class AttractorsPanel(pn.viewable.Viewer):
             (l, r), (b, t) = plots.fit_range(pts["u"]), plots.fit_range(pts["v"])
             self.image_pipe.set_quietly(plots.empty_image(pts["labels"], bounds=(l, b, r, t)))
             self.pipe.send(pts)                      # re-renders the overlay, image included
+            self._fit_view(l, b, r, t)
         # the time series after the attractor has reached the browser and been painted
-        self._later(lambda: self.ts_pipe.send(self.controller.attractor), delay_ms=TS_DELAY_MS)
+        self._later(self._send_timeseries, delay_ms=TS_DELAY_MS)
+
+    def _send_timeseries(self) -> None:
+        data = self.controller.attractor
+        is_map = data is not None and data.kind == "map"
+        shown, hidden = (self.ts_map_pipe, self.ts_pipe) if is_map else (self.ts_pipe, self.ts_map_pipe)
+        if hidden.data is not None:
+            hidden.send(None)
+        shown.send(data)
+        self.ts_box.visible, self.ts_map_box.visible = not is_map, is_map
+        self.ts_caption.object = plots.timeseries_caption(data)
 
     def _show_image(self, image: hv.Image, *, fit: bool = True) -> None:
         """Put a rasterised attractor on screen.
@@ -690,16 +786,33 @@ class AttractorsPanel(pn.viewable.Viewer):
         set the view to the image's bounds (a new attractor; not for a zoom's re-aggregation,
         whose view the user has set)."""
         src, fig = self._img_source, self._trail_fig
-        if src is None or fig is None or self._img_dims != tuple(d.name for d in image.kdims):
-            self.image_pipe.send(image)
-            return
-        self.image_pipe.set_quietly(image)
         l, b, r, t = image.bounds.lbrt()
-        pixels = image.dimension_values(2, flat=False)            # (H, W), bottom row first
-        src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
+        if src is None or fig is None or self._img_dims != tuple(d.label for d in image.kdims):
+            self.image_pipe.send(image)
+        else:
+            self.image_pipe.set_quietly(image)
+            pixels = image.dimension_values(2, flat=False)            # (H, W), bottom row first
+            src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
         if fit:
+            self._fit_view(l, b, r, t)
+
+    def _fit_view(self, l: float, b: float, r: float, t: float) -> None:
+        """Show exactly this box: a new attractor never inherits the previous one's view
+        (HoloViews keeps a range the browser reported for the old axes)."""
+        fig = self._trail_fig
+        if fig is not None:
             fig.x_range.update(start=l, end=r)
             fig.y_range.update(start=b, end=t)
+            # a rotated projection has no meaningful tick values: the triad shows the variables
+            three_d = self.controller.view == "3D"
+            alpha = 0.0 if three_d else 1.0
+            for ax in list(fig.xaxis) + list(fig.yaxis):
+                ax.update(major_label_text_alpha=alpha, major_tick_line_alpha=alpha,
+                          minor_tick_line_alpha=alpha)
+            # 3D: a drag rotates (no drag tool active); 2D: a drag pans
+            pan = next((t for t in fig.tools if type(t).__name__ == "PanTool"), None)
+            fig.toolbar.active_drag = None if three_d or pan is None else pan
+        self._rendered = ((l, r), (b, t))
 
     def _later(self, fn, delay_ms: int = 0) -> None:
         """Run ``fn`` on a later tick (a separate document patch) or ``delay_ms`` later, or
@@ -797,15 +910,20 @@ class AttractorsPanel(pn.viewable.Viewer):
             self._mark_orbit()
             if self._live is not None:
                 self._guard(self._live.set_system, c.current_system())
-        elif event.name == "solver":
-            self._stop_live()
+        elif event.name in ("solver", "dt"):
+            self._restart_live()
 
     def _on_view_changed(self, *events) -> None:
         c = self.controller
-        if any(e.name == "view" for e in events):
-            self._building = True
+        self._building = True
+        try:
             self.w_view.value = c.view
             self.w_zvar.visible = self.w_az.visible = self.w_el.visible = c.view == "3D"
+            for w_, v in ((self.w_xvar, c.x_var), (self.w_yvar, c.y_var), (self.w_zvar, c.z_var)):
+                if v in w_.options:
+                    w_.value = v
+            self.w_az.value, self.w_el.value = c.azimuth, c.elevation
+        finally:
             self._building = False
         self._send_attractor()
         self._draw_live(force=True)
@@ -869,39 +987,70 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._guard(self.controller.zoom_orbit, x0, x1)
 
     # ================================================================ live mode
-    def _play(self, _event=None) -> None:
+    def _make_live(self) -> LiveEnsemble:
         c = self.controller
+        sys_ = c.current_system()
+        flow = sys_.kind != "map"
+        solver = ("rk4" if c.solver == "dopri5" else c.solver) if flow else None
+        return LiveEnsemble(sys_, c.x0, n=int(self.w_live_n.value or 1000), trail=16,
+                            steps_per_frame=self.w_speed.value, dt=c.dt if flow else None,
+                            solver=solver, spread=0.02, device="cpu")
+
+    def _live_label(self) -> None:
+        live = self._live
+        if live is None:
+            self.live_text.object = ""
+            return
+        n = f"{live.n:,} trajector{'y' if live.n == 1 else 'ies'}"
+        self.live_text.object = f"running: {n}" if live.playing else f"paused: {n}, t = {live.frame().t:.4g}"
+
+    def _play(self, _event=None) -> None:
         try:
             if self._live is None:
-                sys_ = c.current_system()
-                solver = None if sys_.kind == "map" else ("rk4" if c.solver == "dopri5" else c.solver)
-                self._live = LiveEnsemble(sys_, c.x0, n=int(self.w_live_n.value or 1000), trail=16,
-                                          steps_per_frame=self.w_speed.value, dt=None if sys_.kind == "map" else c.dt,
-                                          solver=solver, spread=0.02, device="cpu")
+                self._live = self._make_live()
             self._live.play()
             self._ensure_tick()
-            self.live_text.object = f"running: {self._live.n} trajectories"
         except (ExplorerError, ValueError) as e:
             self.live_text.object = f"⚠ {e}"
+            return
+        self._live_label()
 
     def _pause(self, _event=None) -> None:
         if self._live is not None:
             self._live.pause()
-            self.live_text.object = "paused"
+            self._draw_live(force=True)
+            self._live_label()
 
     def _step(self, _event=None) -> None:
         if self._live is None:
-            self._play()
-            self._pause()
-        if self._live is not None:
-            self._live.pause()
-            self._guard(self._live.step)
-            self._draw_live(force=True)
+            try:
+                self._live = self._make_live()
+            except (ExplorerError, ValueError) as e:
+                self.live_text.object = f"⚠ {e}"
+                return
+        self._live.pause()
+        self._guard(self._live.step)
+        self._draw_live(force=True)
+        self._live_label()
 
     def _reset(self, _event=None) -> None:
         if self._live is not None:
             self._guard(self._live.reset, self.controller.x0)
             self._draw_live(force=True)
+            self._live_label()
+
+    def _restart_live(self, _event=None) -> None:
+        """Rebuild the running ensemble with the current settings (size, dt), keeping its
+        playing state."""
+        if self._live is None:
+            return
+        playing = self._live.playing
+        self._live.close()
+        self._live = None
+        if playing:
+            self._play()
+        else:
+            self._step()
 
     def _stop_live(self) -> None:
         if self._live is not None:
@@ -920,6 +1069,10 @@ class AttractorsPanel(pn.viewable.Viewer):
         frame = live.frame()
         if frame.index == self._last_frame and not force:
             return
+        now = time.monotonic()
+        if self._frame_pending and now - self._frame_sent < FRAME_ACK_TIMEOUT and not force:
+            return                                    # the browser has not shown the last one
+        self._frame_pending, self._frame_sent = self._trail_fig is not None, now
         self._last_frame = frame.index
         c = self.controller
         axes = self._axes(live.system.variables)

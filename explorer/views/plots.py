@@ -25,12 +25,22 @@ LINE = "#3b6ea5"
 
 
 # ------------------------------------------------------------------ geometry
+def screen_dims(labels) -> list[hv.Dimension]:
+    """The attractor plot's two axes: always named ``u`` and ``v`` (the Bokeh columns never
+    change name between systems, so no glyph ever points at a column a new source lacks),
+    labelled with the variables shown."""
+    return [hv.Dimension("u", label=str(labels[0]) or " "), hv.Dimension("v", label=str(labels[1]) or " ")]
+
+
 def rotation(azimuth: float, elevation: float) -> np.ndarray:
-    """(2, 3) matrix projecting (x, y, z) to the screen of a camera at ``azimuth`` about the
-    vertical axis and ``elevation`` above the horizontal plane (degrees)."""
+    """(2, 3) matrix projecting (horizontal, vertical, depth) coordinates to the screen.
+
+    At azimuth = elevation = 0 the screen shows the horizontal and vertical variables as a
+    2D view would; the azimuth turns the data about the vertical axis (the depth variable
+    comes into the horizontal), the elevation then tilts it about the horizontal axis."""
     a, e = math.radians(azimuth), math.radians(elevation)
-    return np.array([[-math.sin(a), math.cos(a), 0.0],
-                     [-math.sin(e) * math.cos(a), -math.sin(e) * math.sin(a), math.cos(e)]],
+    return np.array([[math.cos(a), 0.0, -math.sin(a)],
+                     [-math.sin(e) * math.sin(a), math.cos(e), -math.sin(e) * math.cos(a)]],
                     dtype=np.float32)
 
 
@@ -46,8 +56,21 @@ def project(x: np.ndarray, variables, axes, *, view: str = "2D", azimuth: float 
         sub = x[..., idx]                                            # (..., 3)
         c = np.nanmean(sub.reshape(-1, 3), axis=0) if centre is None else centre
         uv = (sub - c) @ rotation(azimuth, elevation).T              # (..., 2)
-        return uv[..., 0], uv[..., 1], ("screen x", "screen y")
+        return uv[..., 0], uv[..., 1], (projection_label(azimuth, elevation), " ")
     return x[..., idx[0]], x[..., idx[1]], (axes[0], axes[1])
+
+
+def projection_label(azimuth: float, elevation: float) -> str:
+    """What the axes of the 3D view are: a rotated projection, not two variables (the triad
+    in the plot shows where each variable points)."""
+    return (f"3D projection, azimuth {azimuth:.0f}°, elevation {elevation:.0f}° "
+            "(drag to rotate; the axes' units are those of the data)")
+
+
+def empty_triad() -> hv.Overlay:
+    """No triad (2D view): the same layers as :func:`axes_triad`, empty."""
+    uv = screen_dims((" ", " "))
+    return hv.Segments([], kdims=uv + ["u1", "v1"]) * hv.Labels([], kdims=uv)
 
 
 def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float) -> hv.Overlay:
@@ -60,9 +83,11 @@ def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float)
     u_all = (sub - np.nanmean(sub, 0)) @ R.T
     o = np.nanmin(u_all, 0) if np.isfinite(u_all).any() else np.zeros(2)
     ends = o + L * R.T                                                # (3, 2)
-    segs = hv.Segments([(o[0], o[1], e[0], e[1]) for e in ends]).opts(color="#555", line_width=1.5)
-    labels = hv.Labels([(e[0], e[1], a) for e, a in zip(ends, axes)]).opts(text_font_size="10pt",
-                                                                           text_color="#333")
+    uv = screen_dims((" ", " "))
+    segs = hv.Segments([(o[0], o[1], e[0], e[1]) for e in ends], kdims=uv + ["u1", "v1"]).opts(
+        color="#555", line_width=1.5)
+    labels = hv.Labels([(e[0], e[1], a) for e, a in zip(ends, axes)], kdims=uv).opts(
+        text_font_size="10pt", text_color="#333")
     return segs * labels
 
 
@@ -87,7 +112,7 @@ def attractor_points(data, axes, *, view="2D", azimuth=30.0, elevation=20.0) -> 
 
 
 def empty_points(labels=("x", "y")) -> hv.Points:
-    return hv.Points(np.zeros((0, 3), dtype=np.float32), kdims=list(labels), vdims=["c"])
+    return hv.Points(np.zeros((0, 3), dtype=np.float32), kdims=screen_dims(labels), vdims=["c"])
 
 
 def points_element(pts: dict, *, dense: bool) -> hv.Points:
@@ -95,16 +120,16 @@ def points_element(pts: dict, *, dense: bool) -> hv.Points:
     n = pts["u"].size
     if (n > DENSE_POINTS) != dense:
         return empty_points(pts["labels"])
-    return hv.Points((pts["u"], pts["v"], pts["c"]), kdims=list(pts["labels"]), vdims=["c"])
+    return hv.Points((pts["u"], pts["v"], pts["c"]), kdims=screen_dims(pts["labels"]), vdims=["c"])
 
 
 def path_element(data, axes, *, view="2D", azimuth=30.0, elevation=20.0, max_lines=20) -> hv.Path:
     """Thin lines under the points for a few trajectories (flows only, sparse mode)."""
     if data is None or data.kind != "flow" or data.x.shape[1] > max_lines or data.n_points > DENSE_POINTS:
-        return hv.Path([], kdims=["u", "v"])
+        return hv.Path([], kdims=screen_dims(("x", "y")))
     u, v, labels = project(data.x, data.variables, axes, view=view, azimuth=azimuth, elevation=elevation)
     return hv.Path([np.column_stack([u[:, b], v[:, b]]) for b in range(u.shape[1])],
-                   kdims=list(labels)).opts(color=LINE, alpha=0.35, line_width=0.7)
+                   kdims=screen_dims(labels)).opts(color=LINE, alpha=0.35, line_width=0.7)
 
 
 class QuietPipe(hv.streams.Pipe):
@@ -134,7 +159,7 @@ def empty_image(labels=("x", "y"), bounds=None) -> hv.Image:
     """An all-NaN image (nothing drawn); ``bounds`` (l, b, r, t) keeps it inside the view of
     what is drawn beside it (framewise ranges take in every layer's extent)."""
     kw = {} if bounds is None else {"bounds": tuple(bounds)}
-    return hv.Image(np.full((2, 2), np.nan, np.float32), kdims=list(labels), vdims=["c"], **kw)
+    return hv.Image(np.full((2, 2), np.nan, np.float32), kdims=screen_dims(labels), vdims=["c"], **kw)
 
 
 def fit_range(a: np.ndarray, pad: float = 0.03) -> tuple[float, float]:
@@ -190,7 +215,7 @@ def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None
     agg = ds.Canvas(plot_width=width, plot_height=height, x_range=xr, y_range=yr).points(
         frame, "u", "v", ds.mean("c"))
     img = equalize(agg.values)[::-1]                                  # (H, W), top row first
-    return hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=list(pts["labels"]),
+    return hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=screen_dims(pts["labels"]),
                     vdims=["c"])
 
 
@@ -223,16 +248,36 @@ def trail_layers(trails: np.ndarray, variables, axes, *, view="2D", azimuth=30.0
 
 
 # ------------------------------------------------------------------ other panels
-def timeseries_plot(data, *, member: int = 0, max_points: int = 4000) -> hv.NdOverlay:
-    """Coordinates of one trajectory against time, one curve per variable (at most 6)."""
+def timeseries_plot(data, *, member: int = 0, max_points: int = 4000, markers: bool = False
+                    ) -> hv.NdOverlay:
+    """Coordinates of one trajectory against time, one curve per variable (at most 6);
+    ``markers``: points instead of lines (maps: iterates are not joined by anything)."""
+    element = hv.Scatter if markers else hv.Curve
+    t_dim = hv.Dimension("t", label="n" if data is not None and data.kind == "map" else "t")
     if data is None:
-        return hv.NdOverlay({"x": hv.Curve([], "t", "value")}, kdims="variable")
+        return hv.NdOverlay({"x": element([], t_dim, "value")}, kdims="variable")
     x = data.x[:, member]                                             # (T, D)
-    stride = max(1, x.shape[0] // max_points)
+    stride = timeseries_stride(data, max_points)
     t = data.t[::stride]
-    xlabel = "n" if data.kind == "map" else "t"
-    return hv.NdOverlay({name: hv.Curve((t, x[::stride, i]), xlabel, "value")
+    return hv.NdOverlay({name: element((t, x[::stride, i]), t_dim, "value")
                          for i, name in enumerate(data.variables[:6])}, kdims="variable")
+
+
+def timeseries_stride(data, max_points: int = 4000) -> int:
+    """Every how many samples the time-series plot shows one (it shows at most ``max_points``)."""
+    return max(1, -(-data.x.shape[0] // max_points))
+
+
+def timeseries_caption(data, max_points: int = 4000) -> str:
+    """What the time-series plot shows, in words: which trajectory, how many samples."""
+    if data is None:
+        return "**Time series**"
+    T, B = data.x.shape[:2]
+    shown = len(range(0, T, timeseries_stride(data, max_points)))
+    which = "the trajectory" if B == 1 else f"trajectory 1 of {B:,}"
+    k = timeseries_stride(data, max_points)
+    samples = f"all {T:,} samples" if shown == T else f"one sample in {k} ({shown:,} of {T:,})"
+    return f"**Time series** of {which}: {samples}"
 
 
 def lyapunov_plot(result, reference=None) -> hv.Bars:
@@ -269,11 +314,11 @@ def orbit_points(result, variables=()) -> hv.Points:
 def section_plot(section, variables) -> hv.Points:
     """Crossings of a Poincaré section in the two first remaining variables."""
     if section is None:
-        return hv.Points(np.zeros((0, 2)), kdims=["a", "b"])
+        return hv.Points(np.zeros((0, 2)), kdims=screen_dims(variables[:2]))
     others = [i for i in range(len(variables)) if i != section.axis][:2]
     p = section.points.cpu().numpy()                                  # (N, D)
     return hv.Points((p[:, others[0]], p[:, others[1]]),
-                     kdims=[variables[others[0]], variables[others[1]]])
+                     kdims=screen_dims([variables[others[0]], variables[others[1]]]))
 
 
 def fixed_points_table(points, variables) -> list[dict]:
