@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer.core import custom
-from explorer.core.custom import (MAX_CHARS, MAX_DEPTH, ParsedEquations, parse_equations,
+from explorer.core.custom import (MAX_CHARS, MAX_DEPTH, ParsedEquations, generic_x0, line_column,
+                                  parse_equations,
                                   parse_system, validate_equations)
 from explorer.core.errors import EquationError, ParameterError
 from explorer.core.registry import get_system
@@ -129,7 +130,7 @@ def test_metadata_defaults_and_pickling():
     info = sys.info()
     assert info["origin"] == "custom" and info["kind"] == "flow" and info["dimension"] == 3
     m = parse_system(HENON, HENON_P)
-    assert m.default_x0 == (0.1, 0.1) and m.title == "Custom map"
+    assert m.default_x0 == generic_x0(2) and m.title == "Custom map"
     assert m.latex == r"x_{n+1} = 1 - a x_{n}^{2} + y_{n} \\ y_{n+1} = b x_{n}"
     big = parse_system("dx/dt = -k*x", {"k": 5e7})
     assert big.parameters[0].high >= 5e7
@@ -282,7 +283,8 @@ def test_error_cases(text, params, token, position, fragment):
     assert e.token == token and e.position == position, (e.token, e.position, msg)
     assert "\n" not in msg
     if position is not None:
-        assert f"position {position}" in msg
+        line, col = line_column(text, position)
+        assert f"line {line}, column {col}" in msg and (e.line, e.column) == (line, col)
     # validate_equations reports it too, without raising
     errs = validate_equations(text, {} if params is None else params)
     assert errs and all(isinstance(x, EquationError) for x in errs)
@@ -296,7 +298,10 @@ def test_unknown_name_message_lists_names():
     e = info.value
     assert (e.token, e.position) == ("rh0", 34)
     msg = str(e)
-    assert msg.startswith("unknown name 'rh0' at position 34; did you mean 'rho'?")
+    # the message locates the token as an editor does (line, column), checked against the text
+    line, col = line_column(text, 34)
+    assert msg.startswith(f"unknown name 'rh0' at line {line}, column {col}; did you mean 'rho'?")
+    assert text.splitlines()[line - 1][col - 1: col + 2] == "rh0"
     assert "(variables: x, y, z; parameters: beta, rho, sigma; functions: sin, cos," in msg
 
 
@@ -424,7 +429,8 @@ def test_random_text_compiles_or_raises_equation_error(text):
         assert msg and "\n" not in msg
         if error.position is not None:
             assert 0 <= error.position <= len(text)
-            assert f"position {error.position}" in msg
+            line, col = line_column(text, error.position)
+            assert f"line {line}, column {col}" in msg
             if error.token:
                 # the token really is at that position (left-hand sides without spaces)
                 assert re.sub(r"\s", "", text[error.position:]).startswith(re.sub(r"\s", "", error.token))
@@ -541,3 +547,20 @@ def test_parameter_assignments_parse_and_name_the_bad_entry():
     for text, needle in [("a 1", "'a 1'"), ("1a = 2", "'1a'"), ("a = x", "'x'"), ("a = inf", "finite")]:
         with pytest.raises(ParameterError, match=needle):
             parse_param_assignments(text)
+
+
+def test_default_initial_condition_is_off_the_symmetric_diagonal():
+    """Thomas' flow is symmetric under cyclic permutation: the diagonal x = y = z is
+    invariant and attracts to a fixed point there. The default start must leave it and
+    reach the chaotic attractor (largest Lyapunov exponent about 0.055 at b = 0.208)."""
+    import torch
+    from explorer.core.simulate import simulate
+    thomas = parse_system("dx/dt = sin(y) - b*x\ndy/dt = sin(z) - b*y\ndz/dt = sin(x) - b*z",
+                          {"b": 0.208})
+    x0 = thomas.default_x0
+    assert len(set(x0)) == 3 and all(v != 0 for v in x0)
+    traj = simulate(thomas, steps=20_000, dt=0.05, dtype=torch.float64, compile=False)
+    x = traj.x[-2000:, 0]                                              # (T, 3)
+    off_diagonal = (x - x.mean(-1, keepdim=True)).abs().max()
+    assert off_diagonal > 0.5, "the trajectory stayed on the invariant diagonal"
+    assert x.std(0).min() > 0.3, "the trajectory settled on a fixed point"

@@ -235,7 +235,7 @@ class AttractorController(param.Parameterized):
             self.orbit_history = []
             self.section_var = var[-1] if flow else ""
             self.section_value = None
-            for key in self.RESULT_KEYS:
+            for key in self.RESULT_KEYS + ("recolor",):
                 self.jobs.cancel(key)
             self.param.update(attractor=None, lyapunov=None, orbit=None, section=None, fixed=None,
                               errors={})
@@ -488,10 +488,14 @@ class AttractorController(param.Parameterized):
                 self.attractor = data
                 self.request_section()
                 note = " (stopped early)" if d.stopped else ""
-                self.status = (f"{data.title}: {data.message}{note}; {data.n_points:,} points "
-                               f"in {data.seconds * 1000:.0f} ms on {data.device}")
+                self.status = (f"{data.title}: {data.message}{note}; computed in "
+                               f"{data.seconds * 1000:.0f} ms on {data.device}")
             elif d.key == "section":
                 self.section = d.value
+            elif d.key == "recolor":
+                if self.attractor is not None and d.value.x is self.attractor.x:
+                    self.attractor = d.value
+                    self.status = f"{d.label}: done in {d.seconds * 1000:.0f} ms"
             else:
                 setattr(self, d.key, d.value)
                 self.status = f"{d.label}: done in {d.seconds:.2f} s"
@@ -549,10 +553,32 @@ class AttractorController(param.Parameterized):
         if self._suspend:
             return
         self.query_version += 1
-        if self.auto and (event.new != "time" or self.attractor is None):
-            self.request_attractor()
-        elif self.attractor is not None:
-            self.attractor = _recolor(self.attractor, "time")
+        if self.attractor is None:
+            if self.auto:
+                self.request_attractor()
+        else:
+            self.request_recolor()
+
+    def request_recolor(self) -> None:
+        """Recolour the current attractor (no new simulation): speed and expansion rate are
+        evaluated on its recorded states, off the UI thread."""
+        data, color_by = self.attractor, self.color_by
+        if data is None:
+            return
+        if color_by == "time":
+            self.attractor = _recolor(data, "time")
+            return
+        try:
+            sys_ = self.current_system()
+        except ExplorerError as e:
+            self._error("attractor", str(e))
+            return
+
+        def work(stop, progress):
+            return replace(data, color=_color_values(sys_, torch.from_numpy(data.x), color_by),
+                           color_by=color_by)
+
+        self._submit("recolor", work, f"colouring by {color_by}")
 
     def _on_custom(self, *_events) -> None:
         if self._suspend or self.system != CUSTOM:
@@ -750,11 +776,7 @@ _NO_INDUCTOR = "no-inductor"
 def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seconds: float,
                     device: torch.device) -> AttractorData:
     x = traj.x                                                       # (T, B, D) float32
-    if color_by == "time":
-        color = None
-    else:
-        fn = speed if color_by == "speed" else local_expansion
-        color = fn(sys_, x).cpu().numpy()                            # (T, B)
+    color = None if color_by == "time" else _color_values(sys_, x, color_by)
     return AttractorData(
         system=sys_.name, title=sys_.title or sys_.name, kind=sys_.kind,
         variables=tuple(sys_.variables), t=traj.t.cpu().numpy(),
@@ -766,6 +788,12 @@ def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seco
 def _depth_variable(variables, x_var: str, y_var: str) -> str:
     """The 3D view's third axis: the first variable that is neither of the two shown."""
     return next((v for v in variables if v not in (x_var, y_var)), "")
+
+
+def _color_values(sys_: DynamicalSystem, x: torch.Tensor, color_by: str) -> np.ndarray:
+    """Colour values (T, B) of recorded states ``x`` (T, B, D): speed or local expansion rate."""
+    fn = speed if color_by == "speed" else local_expansion
+    return fn(sys_, x).cpu().numpy()
 
 
 def _recolor(data: AttractorData, color_by: str) -> AttractorData:

@@ -582,8 +582,40 @@ def _sort_key(e: EquationError) -> tuple[int, int]:
     return (0, e.position) if e.position is not None else (1, 0)
 
 
+def line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based (line, column) of a 0-based character offset in ``text``."""
+    before = text[:position]
+    line = before.count("\n") + 1
+    return line, position - (before.rfind("\n") + 1) + 1
+
+
+_POSITION = re.compile(r"\bposition (\d+)")
+
+
+def _located(e: EquationError, text: str) -> EquationError:
+    """The error with every "position N" in its message written as "line L, column C" (what
+    an editor shows); ``.line``/``.column`` locate its token (``.position`` is kept)."""
+    def where(m: re.Match) -> str:
+        line, col = line_column(text, int(m.group(1)))
+        return f"line {line}, column {col}"
+
+    out = EquationError(_POSITION.sub(where, str(e)), token=e.token, position=e.position)
+    out.line, out.column = line_column(text, e.position) if e.position is not None else (None, None)
+    return out
+
+
 def _analyze(text: Any, params: Mapping[str, Any] | None
              ) -> tuple[ParsedEquations | None, list[EquationError], dict[str, float]]:
+    """Parse and check; collect every error found (one per equation, at most), located by
+    line and column."""
+    parsed, errors, values = _analyze_offsets(text, params)
+    if isinstance(text, str):
+        errors = [_located(e, text) for e in errors]
+    return parsed, errors, values
+
+
+def _analyze_offsets(text: Any, params: Mapping[str, Any] | None
+                     ) -> tuple[ParsedEquations | None, list[EquationError], dict[str, float]]:
     """Parse and check; collect every error found (one per equation, at most)."""
     errors: list[EquationError] = []
     values: dict[str, float] = {}
@@ -781,7 +813,7 @@ def parse_system(text: str, params: Mapping[str, float] | None = None, *, name: 
         params: ``{name: value}`` for every parameter the equations use; the values become
             the system's defaults (unused entries are kept as parameters too).
         name: the system's ``name``.
-        x0: default initial condition (one value per variable; default 0.1 each).
+        x0: default initial condition (one value per variable; default :func:`generic_x0`).
         dt: default time step (default 0.01 for flows, 1 for maps).
 
     Returns an instance (at the given parameter values) of a class built for this call, so
@@ -794,7 +826,7 @@ def parse_system(text: str, params: Mapping[str, float] | None = None, *, name: 
     assert parsed is not None
     d = len(parsed.variables)
     if x0 is None:
-        x0t = (0.1,) * d
+        x0t = generic_x0(d)
     else:
         try:
             if isinstance(x0, (str, bytes)):
@@ -978,6 +1010,13 @@ class _CustomSystem(DynamicalSystem):
 
     def __reduce__(self):
         return (_rebuild, (dict(self._spec), dict(self.params)))
+
+
+def generic_x0(d: int) -> tuple[float, ...]:
+    """A default initial condition off the usual invariant sets: distinct, non-zero values of
+    both signs (equal coordinates would put a symmetric system such as Thomas' on its
+    invariant diagonal, zeros on the axes that many flows leave invariant)."""
+    return tuple(round(0.1 * (1.0 + 0.37 * k) * (-1.0) ** k, 4) for k in range(d))
 
 
 def _rebuild(spec: dict[str, Any], params: dict[str, Any]) -> DynamicalSystem:

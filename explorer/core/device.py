@@ -87,7 +87,8 @@ def describe_device(dev: torch.device | None = None) -> str:
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
-    return f"{dev.type} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"{dev.type} ({n} thread{'' if n == 1 else 's'})"
 
 
 _compile_failed: set[str] = set()

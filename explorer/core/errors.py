@@ -37,4 +37,7 @@ class EquationError(ExplorerError, ValueError):
     def __init__(self, message: str, token: str | None = None, position: int | None = None):
         self.token = token
         self.position = position
+        #: 1-based line and column of ``position`` in the text (None when not located)
+        self.line: int | None = None
+        self.column: int | None = None
         super().__init__(message)

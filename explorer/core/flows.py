@@ -30,7 +30,7 @@ class Lorenz63(Flow):
     period = 0.75
     latex = (r"\dot x = \sigma (y - x) \\ \dot y = x (\rho - z) - y \\ "
              r"\dot z = x y - \beta z")
-    description = ("Lorenz's truncation of Rayleigh-Benard convection: the butterfly attractor, "
+    description = ("Lorenz's truncation of Rayleigh–Bénard convection: the butterfly attractor, "
                    "the first strange attractor found in a flow. Chaotic for rho above about 24.74.")
     citation = "E. N. Lorenz, Deterministic nonperiodic flow, J. Atmos. Sci. 20, 130 (1963)"
     lyapunov_reference = LyapunovReference(

@@ -83,10 +83,11 @@ class Trajectory:
         """One human sentence about the status (shown in the UI and by the CLI)."""
         n, B = int(self.diverged.sum()), self.diverged.numel()
         if n == 0:
-            return f"{B} trajectory(ies), {len(self.t)} samples, all bounded"
+            which = "1 trajectory" if B == 1 else f"{B:,} trajectories"
+            return f"{which} × {len(self.t):,} samples, all bounded"
         first = float(self.diverged_at[self.diverged].min())
-        return (f"{n} of {B} trajectory(ies) diverged (first at t = {first:.4g}); "
-                "values after divergence are NaN")
+        return (f"{n:,} of {B:,} {'trajectory' if B == 1 else 'trajectories'} diverged (first at "
+                f"t = {first:.4g}); values after divergence are NaN")
 
     @property
     def states(self) -> torch.Tensor:

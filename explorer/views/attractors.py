@@ -340,7 +340,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         Frames then update these sources directly, so an animation frame costs a data
         patch of a few glyphs instead of a HoloViews re-render of the whole overlay."""
         from bokeh.events import Pan, PanEnd
-        from bokeh.models import ColumnDataSource, CustomJS
+        from bokeh.models import ColorBar, ColumnDataSource, CustomJS, FixedTicker, LinearColorMapper
 
         fig = plot.state
         self._img_source = plot.handles.get("source")
@@ -362,6 +362,10 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._head_source.js_on_change("data", CustomJS(code="cb_obj.tags = [Date.now()]"))
         self._head_source.on_change("tags", self._frame_ack)
         self._frame_pending = False
+        self._colorbar = ColorBar(color_mapper=LinearColorMapper(palette=_palette("time"), low=0, high=1),
+                                  ticker=FixedTicker(ticks=[]), width=10, title="",
+                                  title_text_font_style="normal", padding=4)
+        fig.add_layout(self._colorbar, "right")
         fig.on_event(Pan, self._on_drag)
         fig.on_event(PanEnd, self._on_drag_end)
         self._trail_fig = fig
@@ -528,7 +532,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         sliders = []
         for spec in c.param_specs():
             value = c.values.get(spec.name, spec.default)
-            label = f"{spec.name}"
+            label = param_label(spec.name)
             if spec.integer:
                 s = pn.widgets.IntSlider(name=label, start=int(spec.low), end=int(min(spec.high, 200)),
                                          value=int(value), sizing_mode="stretch_width")
@@ -740,7 +744,10 @@ class AttractorsPanel(pn.viewable.Viewer):
             pts = plots.attractor_points(data, axes, view=view, azimuth=az, elevation=el)
             pts.update(axes=axes, view=view, az=az, el=el)
             dense = pts["u"].size > plots.DENSE_POINTS
-            return pts, (plots.raster_image(pts) if dense else None)
+            if dense:
+                image, pts["ticks"] = plots.raster_image(pts, with_ticks=True)
+                return pts, image
+            return pts, None
 
         self.render_jobs.submit("image", work, label="drawing")
 
@@ -750,6 +757,9 @@ class AttractorsPanel(pn.viewable.Viewer):
             self._show_image(value, fit=False)
             return
         pts, image = value
+        data = self.controller.attractor
+        self._set_colorbar(pts.get("ticks", {}), self.controller.color_by,
+                           data.kind if data is not None else "flow")
         if image is not None:
             self._pts = pts
             self._show_image(image)
@@ -795,6 +805,20 @@ class AttractorsPanel(pn.viewable.Viewer):
             src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
         if fit:
             self._fit_view(l, b, r, t)
+
+    def _set_colorbar(self, ticks: dict, color_by: str, kind: str) -> None:
+        """The colour bar: what each colour stands for (ticks at ranks, labelled with values)."""
+        bar = getattr(self, "_colorbar", None)
+        if bar is None:
+            return
+        title = plots.COLOR_TITLES.get(color_by, color_by)
+        if color_by == "time" and kind == "map":
+            title = "iteration n"
+        bar.color_mapper.palette = _palette(color_by)
+        bar.ticker.ticks = list(ticks)
+        bar.major_label_overrides = {float(k): v for k, v in ticks.items()}
+        bar.title = title
+        bar.visible = bool(ticks)
 
     def _fit_view(self, l: float, b: float, r: float, t: float) -> None:
         """Show exactly this box: a new attractor never inherits the previous one's view
@@ -1120,6 +1144,25 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self._periodic.stop()
             except Exception:
                 pass
+
+
+_GREEK = {name: chr(code) for name, code in (
+    ("alpha", 0x3B1), ("beta", 0x3B2), ("gamma", 0x3B3), ("delta", 0x3B4), ("epsilon", 0x3B5),
+    ("zeta", 0x3B6), ("eta", 0x3B7), ("theta", 0x3B8), ("kappa", 0x3BA), ("lambda", 0x3BB),
+    ("lam", 0x3BB), ("mu", 0x3BC), ("nu", 0x3BD), ("xi", 0x3BE), ("pi", 0x3C0), ("rho", 0x3C1),
+    ("sigma", 0x3C3), ("tau", 0x3C4), ("phi", 0x3C6), ("chi", 0x3C7), ("psi", 0x3C8),
+    ("omega", 0x3C9), ("Omega", 0x3A9), ("Gamma", 0x393), ("Delta", 0x394))}
+
+
+def param_label(name: str) -> str:
+    """A parameter's label as the equations write it: ``sigma`` -> ``σ``, ``beta1`` -> ``β1``."""
+    head = name.rstrip("0123456789_")
+    return _GREEK[head] + name[len(head):].lstrip("_") if head in _GREEK else name
+
+
+def _palette(color_by: str) -> list[str]:
+    from holoviews.plotting.util import process_cmap
+    return process_cmap(plots.CMAPS.get(color_by, "viridis"), 256)
 
 
 def _close(a, b, rel: float = 1e-6) -> bool:

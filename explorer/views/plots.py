@@ -21,6 +21,8 @@ warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning,
 #: above this many points the attractor is rasterised with datashader
 DENSE_POINTS = 50_000
 CMAPS = {"time": "viridis", "speed": "plasma", "expansion": "coolwarm"}
+#: colour-bar titles of the colourings
+COLOR_TITLES = {"time": "time", "speed": "speed |dx/dt|", "expansion": "local expansion rate"}
 LINE = "#3b6ea5"
 
 
@@ -108,7 +110,21 @@ def attractor_points(data, axes, *, view="2D", azimuth=30.0, elevation=20.0) -> 
     if not ok.all():
         u, v, c = u[ok], v[ok], c[ok]
     c = np.where(np.isfinite(c), c, np.nanmin(c) if c.size and np.isfinite(c).any() else 0.0)
-    return {"u": u, "v": v, "c": c, "labels": labels}
+    # points are coloured by rank (histogram-equalised, as the dense image): the colour bar's
+    # ticks (color_ticks) say which value each rank stands for
+    return {"u": u, "v": v, "c": c, "rank": equalize(c), "ticks": color_ticks(c), "labels": labels}
+
+
+def color_ticks(values: np.ndarray, n: int = 5, sample: int = 65536) -> dict[float, str]:
+    """Colour-bar ticks of a histogram-equalised colouring: rank q -> the q-quantile of the
+    values (equalised colours spread evenly over ranks, not values)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return {}
+    qs = np.linspace(0.0, 1.0, n)
+    vals = np.quantile(v[:: max(1, v.size // sample)], qs)
+    return {float(q): f"{x:.4g}" for q, x in zip(qs, vals)}
 
 
 def empty_points(labels=("x", "y")) -> hv.Points:
@@ -120,7 +136,8 @@ def points_element(pts: dict, *, dense: bool) -> hv.Points:
     n = pts["u"].size
     if (n > DENSE_POINTS) != dense:
         return empty_points(pts["labels"])
-    return hv.Points((pts["u"], pts["v"], pts["c"]), kdims=screen_dims(pts["labels"]), vdims=["c"])
+    c = pts["rank"] if "rank" in pts else pts["c"]
+    return hv.Points((pts["u"], pts["v"], c), kdims=screen_dims(pts["labels"]), vdims=["c"])
 
 
 def path_element(data, axes, *, view="2D", azimuth=30.0, elevation=20.0, max_lines=20) -> hv.Path:
@@ -200,12 +217,13 @@ def equalize(values: np.ndarray, levels: int = 256, sample: int = 65536) -> np.n
 
 
 def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None,
-                 y_range=None) -> hv.Image:
+                 y_range=None, with_ticks: bool = False):
     """Datashader aggregate (mean colour value per pixel) of projected points, as an Image.
 
     Runs anywhere (the page calls it in a worker thread). The pixel values are histogram-
     equalised here (:func:`equalize`, float32 in [0, 1], NaN where empty), so the browser maps
-    them linearly: Bokeh's own ``eq_hist`` mapping costs about 70 ms per image on this CPU."""
+    them linearly: Bokeh's own ``eq_hist`` mapping costs about 70 ms per image on this CPU.
+    ``with_ticks``: return ``(image, ticks)``, the colour-bar ticks of the pixel values."""
     import datashader as ds
     import pandas as pd
 
@@ -215,8 +233,11 @@ def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None
     agg = ds.Canvas(plot_width=width, plot_height=height, x_range=xr, y_range=yr).points(
         frame, "u", "v", ds.mean("c"))
     img = equalize(agg.values)[::-1]                                  # (H, W), top row first
-    return hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=screen_dims(pts["labels"]),
-                    vdims=["c"])
+    image = hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=screen_dims(pts["labels"]),
+                     vdims=["c"])
+    if with_ticks:
+        return image, color_ticks(agg.values)
+    return image
 
 
 # ------------------------------------------------------------------ live trails

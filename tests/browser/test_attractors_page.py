@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 def test_page_loads_without_console_errors(open_page):
     p = open_page()
-    status = p.wait_status("points in")
+    status = p.wait_status("computed in")
     assert "Lorenz-63" in status
     p.page.wait_for_timeout(500)
     assert p.errors == []
@@ -18,7 +18,7 @@ def test_page_loads_without_console_errors(open_page):
 
 def test_system_and_parameter_change_redraw(open_page):
     p = open_page()
-    p.wait_status("points in")
+    p.wait_status("computed in")
     p.page.wait_for_timeout(500)
     before = p.canvas_png()
     p.system_select().select_option(label="Hénon map")
@@ -33,7 +33,7 @@ def test_system_and_parameter_change_redraw(open_page):
     slider_input.fill("1.2")
     slider_input.press("Enter")
     p.page.wait_for_function("() => location.search.includes('p.a=1.2')", timeout=30_000)
-    p.wait_status("points in")
+    p.wait_status("computed in")
     p.page.wait_for_timeout(1200)
     assert p.canvas_png() != henon
     assert p.errors == []
@@ -41,7 +41,7 @@ def test_system_and_parameter_change_redraw(open_page):
 
 def test_play_animates_and_pause_stops(open_page):
     p = open_page()
-    p.wait_status("points in")
+    p.wait_status("computed in")
     p.page.get_by_role("button", name="▶ Run").click()
     p.page.wait_for_timeout(1500)
     a = p.canvas_png()
@@ -62,7 +62,7 @@ def test_play_animates_and_pause_stops(open_page):
 
 def test_malformed_custom_equation_shows_error_and_page_keeps_working(open_page):
     p = open_page()
-    p.wait_status("points in")
+    p.wait_status("computed in")
     p.page.get_by_text("Custom system", exact=True).click()
     area = p.page.locator("textarea").first
     area.fill("dx/dt = sigma*(y - x) +* 2\ndy/dt = x*(rho - z) - y\ndz/dt = x*y - beta*z")
@@ -81,15 +81,15 @@ def test_malformed_custom_equation_shows_error_and_page_keeps_working(open_page)
     p.page.wait_for_function("b => !b.disabled", arg=button.element_handle(), timeout=10_000)
     button.click()
     status = p.wait_status("Custom flow:")
-    assert "points in" in status and "all bounded" in status, status
+    assert "computed in" in status and "all bounded" in status, status
     assert p.errors == []
 
 
 def test_two_sessions_do_not_share_state(open_page):
     a = open_page()
     b = open_page()
-    a.wait_status("points in")
-    b.wait_status("points in")
+    a.wait_status("computed in")
+    b.wait_status("computed in")
     a.system_select().select_option(label="Hénon map")
     a.wait_status("Hénon map:")
     b.page.wait_for_timeout(1500)
@@ -99,7 +99,7 @@ def test_two_sessions_do_not_share_state(open_page):
 
 def test_link_reproduces_state(open_page):
     p = open_page("?sys=rossler&p.c=9&n=3&T=200&view=3D&az=10&el=30&proj=x,y&z=z")
-    status = p.wait_status("points in")
+    status = p.wait_status("computed in")
     assert "Rössler" in status and "3 trajector" in status
     q = parse_qs(urlparse(p.page.url).query)
     assert q["p.c"] == ["9"] and q["view"] == ["3D"] and q["az"] == ["10"]
