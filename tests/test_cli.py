@@ -128,9 +128,16 @@ def test_train_dsr_and_generate(tmp_path):
     assert summary["steps"] == 4 and summary["model"] == "alrnn" and summary["status"] == "done"
     assert math.isfinite(summary["final_loss"]) and "d_stsp" in summary["metrics"]
     assert "step 4/4" in p.stderr                                   # progress on stderr
+    # four steps make no reconstruction, and the CLI says so: stderr and the summary
+    v = summary["verdict"]
+    assert v["reconstructs"] is False and v["kind"] in ("poor match", "fixed point", "diverged")
+    assert v["reference"] == "noise-free reference" and v["threshold"] == 2.0
+    assert f"warning: {ck} is not a reconstruction: {v['reason']}" in p.stderr
     out = tmp_path / "gen.npz"
     p = run("generate", str(ck), "--steps", "300", "--out", str(out), "--json")
-    assert json.loads(p.stdout)["shape"] == [301, 3]
+    g = json.loads(p.stdout)
+    assert g["shape"] == [301, 3] and g["verdict"]["reconstructs"] is False
+    assert "warning: this free run is not a reconstruction" in p.stderr
     d = np.load(out)
     assert d["x"].shape == (301, 3) and d["t"].shape == (301,)
     assert np.all(np.isfinite(d["x"]))
@@ -145,4 +152,21 @@ def test_train_dsr_on_a_file(tmp_path):
                comments="")
     p = run("train", "dsr", "--data", str(csv), "--steps", "2", "--seq-len", "30", "--batch", "2",
             "--metrics-every", "0", "--quiet", "--out", str(tmp_path / "r.pt"), "--json")
-    assert json.loads(p.stdout)["steps"] == 2 and p.stderr == ""
+    assert json.loads(p.stdout)["steps"] == 2
+    # --quiet: no progress lines; the verdict's warning (two steps) is the only line
+    assert p.stderr.count("\n") == 1 and "warning:" in p.stderr and "not a reconstruction" in p.stderr
+
+
+def test_verdict_of_the_true_system_passes_and_a_fixed_point_fails_in_the_cli(tmp_path):
+    """`generate` judges a free run against the checkpoint's data with the same function."""
+    import torch
+
+    from explorer.training.verdict import reconstruction_verdict
+    from explorer.training import from_system
+    from explorer.core.registry import get_system
+    data = from_system(get_system("lorenz63"), steps=8000, noise=0.0)
+    other = data.normalisation.apply(from_system(get_system("lorenz63"), steps=8000, transient=54_321,
+                                                 noise=0.0).raw())
+    assert reconstruction_verdict(data.x, other).ok
+    assert reconstruction_verdict(data.x, torch.zeros(2000, 3)).line().startswith(
+        "not a reconstruction: the free run settles on a fixed point")

@@ -272,3 +272,81 @@ def test_settings_are_validated(make):
     c.system = "custom"
     c.equations = "dx/dt = -y +* 2"
     assert c.check_custom() and rc.CUSTOM == "custom"
+
+
+# ----------------------------------------------------------------------------- presets, URL, verdict
+def test_lecture_preset_sets_short_windows_and_frequent_cheap_invariants(make):
+    c = make()
+    c.apply_preset("lecture")
+    p = rc.RUN_PRESETS["lecture"]
+    assert c.preset == "lecture" and c.system == "lorenz63"
+    for name, value in p.settings.items():
+        assert getattr(c, name) == value, name
+    cfg = c.trainer_config(3)
+    assert cfg.metrics_every == p.settings["metrics_every"] < 100
+    assert cfg.metric_length * cfg.metric_runs <= 8000
+    assert cfg.lr_end == min(p.settings["lr_end"], p.settings["lr"])
+    assert c.to_query() == {"preset": "lecture"}
+    c.seq_len = 60                                     # a change by hand: no longer the preset
+    assert c.preset == "" and c.to_query()["sys"] == "lorenz63"
+    with pytest.raises(rc.ParameterError, match="unknown preset"):
+        c.apply_preset("nope")
+
+
+def test_url_query_applies_preset_and_settings_and_reports_bad_values(make):
+    c = make()
+    assert c.apply_query({"page": ["reconstruction"], "preset": ["lecture"]}) == []
+    assert c.preset == "lecture" and c.length == rc.RUN_PRESETS["lecture"].settings["length"]
+    d = make()
+    problems = d.apply_query({"sys": "rossler", "model": "alrnn", "steps": "500", "seed": "x"})
+    assert d.system == "rossler" and d.model == "alrnn" and d.steps == 500
+    assert len(problems) == 1 and problems[0].startswith("seed:")
+    assert d.apply_query({"preset": "nope"})[0].startswith("preset: unknown preset")
+
+
+def test_stop_ends_the_run_resume_is_refused_and_start_begins_anew(make):
+    c = make(steps=100_000, metrics_every=0)
+    assert c.start()
+    _until(c, lambda: c.step >= 2)
+    assert c.stop()
+    c.wait(20)
+    assert c.phase == "stopped" and not c.can_resume()
+    assert "Start trains a new model" in c.status
+    assert not c.resume() and "press Start" in c.status and c.phase == "stopped"
+    assert c.start()                                   # Start is the way on
+    _until(c, lambda: c.step >= 1)
+    c.pause()
+    c.wait(20)
+    assert c.phase == "paused" and c.can_resume()
+    assert c.stop() and c.phase == "stopped" and not c.can_resume()
+
+
+def test_verdict_is_live_from_metrics_and_final_after_the_run(make):
+    c = make(steps=40)
+    assert c.verdict is None
+    c.start()
+    c.wait(30)
+    v = c.verdict
+    assert v is not None and not v.ok                  # 40 tiny steps: not a reconstruction
+    assert v.kind in ("poor match", "fixed point", "diverged")
+    assert f"not a reconstruction: {v.reason}" in c.status
+    assert {"spread", "escaped"} <= set(c.metric_history[-1])
+    c.reset()
+    assert c.verdict is None
+
+
+def test_verdict_of_a_constant_model_says_fixed_point(make, monkeypatch):
+    """A model whose free run is constant (all weights zero) is flagged, by the CLI's and
+    the page's shared function."""
+    from explorer.training.verdict import reconstruction_verdict
+    c = make(steps=2, metrics_every=0)
+    c.start()
+    c.wait(30)
+    tr = c.trainer
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.zero_()
+    v = tr.verdict(length=1000, runs=2)
+    assert not v.ok and v.kind == "fixed point", v.line()
+    x = tr.data.reference if tr.data.reference is not None else tr.data.x
+    assert reconstruction_verdict(x, torch.zeros(500, 3)).kind == "fixed point"

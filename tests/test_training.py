@@ -493,3 +493,84 @@ def test_default_settings_reconstruct_lorenz_within_the_published_range():
         torch.set_num_threads(threads)
     best = min(seen)
     assert best[0] < 0.3 and best[1] < 0.1, seen
+
+
+# ----------------------------------------------------------------------------- verdict
+from explorer.training import D_STSP_GOOD, metrics_verdict, reconstruction_verdict  # noqa: E402
+from explorer.training.verdict import free_run_spread, judge  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lorenz_truth():
+    """Noise-free Lorenz-63 data (20,000 samples) and an independent stretch of the same
+    attractor (another part of the trajectory), both in the data's standardisation."""
+    sys_ = get_system("lorenz63")
+    data = from_system(sys_, steps=20_000, transient=1000, noise=0.0)
+    other = from_system(sys_, steps=20_000, transient=123_457, noise=0.0)
+    return data.x, data.normalisation.apply(other.raw()).float()
+
+
+def test_verdict_passes_the_true_systems_own_trajectory(lorenz_truth):
+    x, other = lorenz_truth
+    v = reconstruction_verdict(x, other)
+    assert v.ok and v.kind == "reconstruction", v.line()
+    assert v.d_stsp < 0.5 * D_STSP_GOOD and v.d_h < 0.1 and v.spread > 0.5
+    assert v.line().startswith("reconstruction: D_stsp")
+    # batched free runs (T, B, D) are pooled
+    assert reconstruction_verdict(x, other[:20_000].reshape(4, 5000, 3).transpose(0, 1)).ok
+
+
+def test_verdict_flags_a_constant_free_run(lorenz_truth):
+    x, _ = lorenz_truth
+    const = x.mean(0, keepdim=True).expand(5000, 3).clone()         # a model stuck at the mean
+    v = reconstruction_verdict(x, const)
+    assert not v.ok and v.kind == "fixed point" and v.spread < 1e-6
+    assert v.line().startswith("not a reconstruction: the free run settles on a fixed point")
+    assert "\n" not in v.line()
+
+
+def test_verdict_flags_a_run_that_spirals_into_a_fixed_point(lorenz_truth):
+    x, _ = lorenz_truth
+    t = torch.arange(4000, dtype=torch.float32)
+    decay = torch.exp(-t / 300)                                      # varied at first, then still
+    spiral = torch.stack([decay * torch.cos(t / 10), decay * torch.sin(t / 10), 0.3 + 0 * t], -1)
+    v = reconstruction_verdict(x, spiral)
+    assert not v.ok and v.kind == "fixed point", v.line()
+
+
+def test_verdict_flags_diverged_and_escaping_runs_and_a_wrong_attractor(lorenz_truth):
+    x, other = lorenz_truth
+    bad = other.clone()
+    bad[100:] = float("nan")
+    v = reconstruction_verdict(x, bad)
+    assert not v.ok and v.kind == "diverged" and "NaN" in v.reason
+    away = other + torch.linspace(0, 500, other.shape[0]).unsqueeze(-1)
+    assert reconstruction_verdict(x, away).kind == "diverged"
+    # a circle through the data's range: it moves, but not like the data
+    t = torch.arange(5000, dtype=torch.float32)
+    circle = torch.stack([torch.cos(t / 20), torch.sin(t / 20), torch.cos(t / 7)], -1)
+    v = reconstruction_verdict(x, circle)
+    assert not v.ok and v.kind == "poor match" and v.d_stsp > D_STSP_GOOD
+    assert f"above {D_STSP_GOOD:g}" in v.reason
+
+
+def test_verdict_from_metrics_prefers_the_noise_free_numbers():
+    good = {"d_stsp": 1.4, "d_stsp_clean": 0.4, "d_h": 0.05, "d_h_clean": 0.03, "spread": 0.9,
+            "escaped": 0.0}
+    v = metrics_verdict(good)
+    assert v.ok and v.reference == "noise-free reference" and v.d_stsp == 0.4
+    assert not metrics_verdict({**good, "spread": 0.001}).ok
+    assert metrics_verdict({**good, "spread": math.nan}).kind == "diverged"
+    assert metrics_verdict({"d_stsp": 14.0, "d_h": 0.4}).kind == "poor match"
+    assert judge(0.2, 0.05, 1.0).ok and not judge(0.2, 0.05, 1.0, escaped=True).ok
+    d = metrics_verdict(good).as_dict()
+    assert d["reconstructs"] is True and d["kind"] == "reconstruction" and d["d_stsp"] == 0.4
+
+
+def test_trainer_evaluate_reports_spread_and_verdict(lorenz):
+    tr = Trainer(lorenz, SMALL.replace(metric_length=500, metric_runs=2))
+    m = tr.evaluate()
+    assert {"spread", "escaped"} <= set(m) and m["escaped"] in (0.0, 1.0)
+    v = tr.verdict(length=500, runs=2)
+    assert not v.ok and v.reference == "noise-free reference"    # an untrained model
+    assert free_run_spread(lorenz.x, lorenz.x) == pytest.approx(1.0, rel=0.2)

@@ -51,6 +51,7 @@ from ..models import (PWLFixedPoint, ReconstructionModel, build_model, pwl_fixed
                       symbolic_sequence, transition_graph)
 from ..training import (DataError, TimeSeries, Trainer, TrainerConfig, TrainEvent, from_file,
                         from_system)
+from ..training.verdict import D_H_GOOD, D_STSP_GOOD, Verdict, metrics_verdict
 from ..training.gtf import force
 from .jobs import Done, JobRunner
 
@@ -81,6 +82,37 @@ TRAIN_THREADS_ENV = "EXPLORER_TRAIN_THREADS"
 #: step records kept for the view between two polls (older ones are dropped)
 MAX_QUEUED_STEPS = 200_000
 PHASES = ("idle", "preparing", "running", "paused", "stopped", "done", "diverged", "error")
+
+# ============================================================================ presets
+@dataclass(frozen=True)
+class RunPreset:
+    """A teaching preset of the Reconstruction page: settings (controller parameter values)
+    and a few sentences. ``?page=reconstruction&preset=KEY`` opens the page with it."""
+
+    key: str
+    title: str
+    text: str
+    settings: dict[str, Any]
+
+
+RUN_PRESETS: dict[str, RunPreset] = {p.key: p for p in (
+    RunPreset(
+        "lecture", "Lecture: Lorenz-63 in a minute",
+        "A shallow PLRNN (3 latent units) learns the Lorenz-63 flow from 5,000 noisy samples "
+        "in short windows (50 steps). Press Start: the loss falls within seconds, the "
+        "invariants are measured every 50 steps, and within about a minute the model's free "
+        "run (orange) fills both wings of the butterfly (grey) and the verdict turns to "
+        "'reconstruction'.",
+        dict(source="system", system="lorenz63", noise=0.05, subsample=1, length=5000,
+             model="shplrnn", latent=3, hidden=100, alpha_mode="adaptive", alpha=0.1,
+             sparse_tf=False, seq_len=50, batch=32, lr=2e-3, lr_end=2e-4, steps=3000,
+             metrics_every=50, metric_length=2000, metric_runs=4, seed=0)),
+)}
+
+#: URL query keys of the page (besides ``page``) and the settings they hold
+QUERY_KEYS = {"sys": "system", "model": "model", "steps": "steps", "seed": "seed",
+              "noise": "noise", "length": "length", "latent": "latent"}
+
 
 # ============================================================================ run limit
 _runs_lock = threading.Lock()
@@ -124,6 +156,25 @@ def _worker_threads() -> None:
     except ValueError:
         n = 1
     torch.set_num_threads(n)
+
+
+_warm = threading.Event()
+
+
+def warm_up() -> None:
+    """Pay torch's one-time costs before the first Start (call from a worker thread): the
+    first optimiser built in a process imports ``torch._dynamo`` (1.5 s on this CPU, more on a
+    loaded one), which would otherwise delay the first visible training step."""
+    if _warm.is_set():
+        return
+    try:
+        p = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.RAdam([p], lr=1e-3)
+        (p * p).sum().backward()
+        opt.step()
+    except Exception as e:                                   # only an optimisation
+        log.debug("warm-up failed: %s", e)
+    _warm.set()
 
 
 def busy_message() -> str:
@@ -263,7 +314,8 @@ class _Run:
     spec: DataSpec | None = None                       # where the data came from (new runs)
     save_request: tuple[Path, threading.Event, list] | None = None
     slot: bool = False
-    frame_at: float = 0.0                              # when the last live frame was started
+    frame_at: float = 0.0                              # when the next live frame is due
+    verdict: Verdict | None = None                     # the final model's verdict
 
     @property
     def alive(self) -> bool:
@@ -314,11 +366,19 @@ class ReconstructionController(param.Parameterized):
     # ---- optimisation
     seq_len = param.Integer(default=100, bounds=(2, 10_000), doc="Steps per training window.")
     batch = param.Integer(default=16, bounds=(1, 4096), doc="Windows per optimisation step.")
-    lr = param.Number(default=1e-3, bounds=(1e-6, 0.5), doc="Initial learning rate (decays to 1 % of it).")
+    lr = param.Number(default=1e-3, bounds=(1e-6, 0.5),
+                      doc="Initial learning rate (decays to 'lr_end' over the planned steps).")
+    lr_end = param.Number(default=1e-4, bounds=(1e-8, 0.5),
+                          doc="Learning rate reached at the planned number of steps (at most 'lr').")
     steps = param.Integer(default=3000, bounds=(1, 10_000_000), doc="Planned optimisation steps.")
     metrics_every = param.Integer(default=100, bounds=(0, 1_000_000),
                                   doc="Compute D_stsp, D_H and the prediction error every this many steps (0: never).")
+    metric_length = param.Integer(default=2000, bounds=(100, 100_000),
+                                  doc="Samples of each free run that D_stsp and D_H compare with the data.")
+    metric_runs = param.Integer(default=4, bounds=(1, 64),
+                                doc="Free runs per evaluation, from evenly spaced data states (pooled).")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed of initialisation, windows and noise.")
+    preset = param.String(default="", doc="Teaching preset in use ('' for none; see RUN_PRESETS).")
     device = param.String(default="", doc="Compute device (cpu, cuda, cuda:1, ...).")
     # ---- state and results (read-only for views)
     phase = param.Selector(default="idle", objects=list(PHASES), doc="What the training run is doing.")
@@ -333,9 +393,14 @@ class ReconstructionController(param.Parameterized):
     errors = param.Dict(default={}, doc="Error message per key (data, run, checkpoint, analysis, ...).")
     status = param.String(default="", doc="What happens now, or what just happened.")
     run_version = param.Integer(default=0, doc="Bumped when the loss history restarts (start, reset, load).")
+    verdict = param.Parameter(default=None, doc="Is the model a reconstruction? The latest "
+                                                "explorer.training.verdict.Verdict (None: not judged yet).")
 
     DATA_SETTINGS = ("source", "system", "equations", "custom_params", "noise", "subsample",
                      "length", "file_dt")
+    RUN_SETTINGS = ("model", "latent", "hidden", "n_relu", "alpha_mode", "alpha", "sparse_tf", "tau",
+                    "seq_len", "batch", "lr", "lr_end", "steps", "metrics_every", "metric_length",
+                    "metric_runs", "seed")
 
     def __init__(self, *, dysts: bool = False, auto: bool = True, notify=None, **params):
         self.param.system.objects = system_names(dysts=dysts) + [CUSTOM]
@@ -363,6 +428,68 @@ class ReconstructionController(param.Parameterized):
             self.device = str(default_device())
         self.param.watch(self._on_data_setting, list(self.DATA_SETTINGS))
         self.param.watch(self._on_model_kind, "model")
+        self.param.watch(self._on_setting, list(self.DATA_SETTINGS + self.RUN_SETTINGS))
+
+    # ================================================================ presets and URL state
+    def apply_preset(self, key: str) -> None:
+        """Load a teaching preset's settings (:data:`RUN_PRESETS`); the data are rebuilt once."""
+        if key not in RUN_PRESETS:
+            raise ParameterError(f"unknown preset {key!r}; presets: {', '.join(RUN_PRESETS)}")
+        if self.running:
+            raise ExplorerError("a run is training: stop it before loading a preset")
+        p = RUN_PRESETS[key]
+        self._suspend += 1
+        try:
+            self.param.update(**p.settings)
+            self.preset = key
+        finally:
+            self._suspend -= 1
+        self.status = f"preset: {p.title}. Press Start."
+        if self.auto:
+            self.request_data()
+
+    def to_query(self) -> dict[str, str]:
+        """The page state as URL query values: the preset, or the main settings."""
+        if self.preset:
+            return {"preset": self.preset}
+        return {k: str(getattr(self, name)) for k, name in QUERY_KEYS.items()}
+
+    def apply_query(self, query) -> list[str]:
+        """Restore state from URL query values (``preset`` first, then ``sys``, ``model``,
+        ``steps``, ``seed``, ``noise``, ``length``, ``latent``); bad entries are skipped and
+        reported, one message each; other keys (``page``) are ignored."""
+        q = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
+        q = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
+        problems: list[str] = []
+        auto, self.auto = self.auto, False
+        try:
+            if q.get("preset"):
+                try:
+                    self.apply_preset(q["preset"])
+                except ExplorerError as e:
+                    problems.append(f"preset: {e}")
+            self._suspend += 1
+            try:
+                for key, name in QUERY_KEYS.items():
+                    if key not in q:
+                        continue
+                    try:
+                        conv = type(self.param[name].default) if name != "system" else str
+                        setattr(self, name, conv(q[key]))
+                    except (ValueError, TypeError) as e:
+                        problems.append(f"{key}: {str(e).splitlines()[0]}")
+            finally:
+                self._suspend -= 1
+        finally:
+            self.auto = auto
+        if problems:
+            self.status = f"⚠ URL: {problems[0]}"
+        return problems
+
+    def _on_setting(self, *events) -> None:
+        """A setting changed by hand: the preset no longer describes the page."""
+        if not self._suspend and self.preset:
+            self.preset = ""
 
     # ================================================================ data
     def data_spec(self) -> DataSpec:
@@ -410,7 +537,9 @@ class ReconstructionController(param.Parameterized):
         def work(stop, progress):
             _worker_threads()
             ts = self._build_data(spec, stop)
-            return spec, ts, data_frame(ts)
+            frame = data_frame(ts)
+            warm_up()                         # while the student reads the page
+            return spec, ts, frame
 
         self._clear_error("data")
         self.jobs.submit("data", work, label="preparing data")
@@ -485,10 +614,11 @@ class ReconstructionController(param.Parameterized):
         return TrainerConfig(
             model=self.model, latent_dim=int(self.latent), hidden_dim=int(self.hidden),
             n_relu=int(self.n_relu), seq_len=int(self.seq_len), batch_size=int(self.batch),
-            lr=float(self.lr), lr_end=float(self.lr) * 0.01, steps=int(self.steps),
+            lr=float(self.lr), lr_end=min(float(self.lr_end), float(self.lr)), steps=int(self.steps),
             alpha_mode="sparse" if self.sparse_tf else self.alpha_mode, alpha=float(self.alpha),
             tau=int(self.tau), seed=int(self.seed), device=str(self._device()),
-            metrics_every=int(self.metrics_every), metric_length=2000, metric_runs=4)
+            metrics_every=int(self.metrics_every), metric_length=int(self.metric_length),
+            metric_runs=int(self.metric_runs))
 
     def _device(self) -> torch.device:
         try:
@@ -512,7 +642,7 @@ class ReconstructionController(param.Parameterized):
 
     def can_resume(self) -> bool:
         return (self._trainer is not None and not self.running
-                and self.phase in ("paused", "stopped", "diverged", "done"))
+                and self.phase in ("paused", "diverged", "done"))
 
     def start(self) -> bool:
         """Start a new training run from fresh weights (the previous run is discarded)."""
@@ -541,7 +671,7 @@ class ReconstructionController(param.Parameterized):
         self._clear_history()
         self._clear_error("run")
         self.param.update(step=0, progress=0.0, eta=None, rate=None, analysis=None, lyapunov=None,
-                          phase="preparing", run_version=self.run_version + 1)
+                          verdict=None, phase="preparing", run_version=self.run_version + 1)
         self.status = "preparing the run ..."
         run = _Run(slot=True, spec=spec)
         run.thread = threading.Thread(target=self._train, args=(run, None, config, spec, data),
@@ -559,6 +689,9 @@ class ReconstructionController(param.Parameterized):
             return False
         if self._trainer is None:
             self._error("run", "nothing to resume: press Start")
+            return False
+        if self.phase == "stopped":
+            self.status = "the run was stopped: press Start to train a new model"
             return False
         tr = self._trainer
         if self.steps != tr.config.steps:
@@ -593,7 +726,8 @@ class ReconstructionController(param.Parameterized):
         """End the run after the current step and analyse the model."""
         if not self.running and self._trainer is not None and self.phase == "paused":
             self.phase = "stopped"
-            self.status = f"stopped at step {self.step:,}"
+            v = f" · {self.verdict.line()}" if self.verdict is not None else ""
+            self.status = f"stopped at step {self.step:,}{v} · Start trains a new model"
             return True
         return self._halt("stop", "stopping ...")
 
@@ -621,7 +755,7 @@ class ReconstructionController(param.Parameterized):
         self._clear_history()
         errors = {k: v for k, v in self.errors.items() if k == "data"}
         self.param.update(step=0, progress=0.0, eta=None, rate=None, analysis=None, lyapunov=None,
-                          phase="idle", errors=errors, run_version=self.run_version + 1)
+                          verdict=None, phase="idle", errors=errors, run_version=self.run_version + 1)
         self.status = "reset: press Start to train a new model"
 
     def _clear_history(self) -> None:
@@ -697,6 +831,11 @@ class ReconstructionController(param.Parameterized):
             self._serve_save(run, trainer)
             if trainer is not None:
                 run.snapshot = trainer.snapshot()
+                if run.reason not in ("reset", "close") and phase != "error" and trainer.step_count:
+                    try:                                # judged on the final model (~0.1 s)
+                        run.verdict = trainer.verdict()
+                    except Exception as e:              # never lose the run's end over it
+                        log.warning("verdict failed: %s", _one_line(e))
             with run.lock:
                 run.end = (phase, message)
             if run.slot:
@@ -722,9 +861,10 @@ class ReconstructionController(param.Parameterized):
         if run.save_request is not None:
             self._serve_save(run, run.trainer)
         now = time.perf_counter()
-        if ev.losses and run.trainer is not None and now - run.frame_at >= FRAME_SECONDS:
-            run.frame_at = now                         # between two steps: the model is idle
-            self._frame(run, run.trainer)
+        if ev.losses and run.trainer is not None and now >= run.frame_at:
+            self._frame(run, run.trainer)              # between two steps: the model is idle
+            took = time.perf_counter() - now           # frames take at most a quarter of the time
+            run.frame_at = now + max(FRAME_SECONDS, 4 * took)
 
     def _frame(self, run: _Run, trainer: Trainer) -> None:
         try:
@@ -801,6 +941,10 @@ class ReconstructionController(param.Parameterized):
             if r.metrics is not None:
                 self.metric_history.append({"step": r.step, **r.metrics})
                 self._last_metrics = r.metrics
+                try:
+                    self.verdict = metrics_verdict(r.metrics)
+                except (KeyError, TypeError, ValueError):
+                    pass
         last = records[-1]
         self._last_loss = last.loss
         if len(records) >= 2 and last.seconds > records[0].seconds:
@@ -829,6 +973,8 @@ class ReconstructionController(param.Parameterized):
             self._snapshot = run.snapshot
         if run.reason in ("reset", "close"):
             return
+        if run.verdict is not None:
+            self.verdict = run.verdict
         if phase == "error":
             self.phase = "error" if self._trainer is None else "stopped"
             self._error("run", message)
@@ -842,7 +988,9 @@ class ReconstructionController(param.Parameterized):
         else:
             self._clear_error("run")
             rate = f" ({self.rate:.0f} steps/s)" if self.rate else ""
-            self._end_message = message + rate
+            verdict = f" · {self.verdict.line()}" if self.verdict is not None else ""
+            then = " · Start trains a new model" if phase == "stopped" else ""
+            self._end_message = message + rate + verdict + then
             self.status = self._end_message
         if self._trainer is not None:
             self.param.update(step=self._trainer.step_count,
@@ -984,6 +1132,7 @@ class ReconstructionController(param.Parameterized):
                 model=cfg.model, latent=tr.model.latent_dim, hidden=cfg.hidden_dim,
                 n_relu=cfg.n_relu, seq_len=cfg.seq_len, batch=cfg.batch_size, lr=cfg.lr,
                 steps=max(cfg.steps, 1), seed=cfg.seed, metrics_every=cfg.metrics_every,
+                lr_end=cfg.lr_end, metric_length=cfg.metric_length, metric_runs=cfg.metric_runs,
                 alpha=cfg.alpha, sparse_tf=cfg.alpha_mode == "sparse", tau=cfg.tau,
                 alpha_mode=cfg.alpha_mode if cfg.alpha_mode != "sparse" else self.alpha_mode)
         finally:
@@ -993,6 +1142,10 @@ class ReconstructionController(param.Parameterized):
         self.metric_history = [dict(m) for m in tr.metric_history]
         self._last_loss = self.history["loss"][-1] if self.history["loss"] else math.nan
         self._last_metrics = self.metric_history[-1] if self.metric_history else None
+        try:
+            self.verdict = metrics_verdict(self._last_metrics) if self._last_metrics else None
+        except (KeyError, TypeError, ValueError):
+            self.verdict = None
         self.jobs.cancel("data")
         self._set_data(None, tr.data, data_frame(tr.data))
         self.param.update(step=tr.step_count, progress=min(1.0, tr.step_count / max(cfg.steps, 1)),
@@ -1237,6 +1390,6 @@ def analyse_model(model: ReconstructionModel, data: TimeSeries | None, *, step: 
         fixed_observed=fixed_obs.to(torch.float32).numpy(), seconds=time.perf_counter() - t0, **sym)
 
 
-__all__ = ["ReconstructionController", "Frame", "Progress", "StepRecord", "ModelAnalysis",
+__all__ = ["ReconstructionController", "RUN_PRESETS", "RunPreset", "D_STSP_GOOD", "D_H_GOOD", "Frame", "Progress", "StepRecord", "ModelAnalysis",
            "ModelLyapunov", "DataSpec", "max_runs", "active_runs", "busy_message",
            "data_frame", "model_frame", "model_frame_of", "analyse_model", "MAX_RUNS_ENV"]

@@ -12,9 +12,12 @@ from .data import (DataError, Normalisation, TimeSeries, from_array, from_file, 
 from .gtf import (AdaptiveAlpha, Rollout, force, gtf_rollout, jacobian_norm_bound,
                   optimal_alpha, prediction_error)
 from .trainer import TrainEvent, Trainer, TrainerConfig, TrainingDivergedError
+from .verdict import (D_H_GOOD, D_STSP_GOOD, Verdict, metrics_verdict,
+                      reconstruction_verdict)
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint", "DataError",
            "Normalisation", "TimeSeries", "from_array", "from_file", "from_system",
            "load_timeseries", "sample_windows", "validate_array", "AdaptiveAlpha", "Rollout",
            "force", "gtf_rollout", "jacobian_norm_bound", "optimal_alpha", "prediction_error",
-           "TrainEvent", "Trainer", "TrainerConfig", "TrainingDivergedError"]
+           "TrainEvent", "Trainer", "TrainerConfig", "TrainingDivergedError", "Verdict",
+           "reconstruction_verdict", "metrics_verdict", "D_STSP_GOOD", "D_H_GOOD"]

@@ -47,6 +47,7 @@ from ..models.plrnn import (ALRNNConfig, PLRNNConfig, ReconstructionModel, Shall
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TimeSeries, from_array, sample_windows
 from .gtf import AdaptiveAlpha, force, gtf_rollout, prediction_error
+from .verdict import D_STSP_GOOD, Verdict, escaped, free_run_spread, reconstruction_verdict
 
 #: default latent dimension per model kind
 DEFAULT_LATENT = {"plrnn": 20, "shplrnn": 3, "alrnn": 20}
@@ -353,6 +354,35 @@ class Trainer:
         return self.model.observe(zs)
 
     @torch.no_grad()
+    def _free_runs(self, length: int, runs: int):
+        """Data windows and free runs from the same data-inferred starts: ``x_true`` (L, B, N),
+        ``x_ref`` (the noise-free windows or None), ``x_gen`` (L, B, N) on the CPU and the
+        latent states ``zs`` (L, B, M)."""
+        self.model.eval()
+        L = min(int(length), self.data.length)
+        starts = self._starts(L, runs)                                        # (B,)
+        idx = starts.unsqueeze(0) + torch.arange(L).unsqueeze(1)              # (L, B)
+        x_true = self.data.x[idx]                                             # (L, B, N)
+        x_ref = None if self.data.reference is None else self.data.reference[idx]
+        z0 = self._inferred_states(starts)
+        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, L - 1)])      # (L, B, M)
+        x_gen = self.model.observe(zs).cpu()                                  # (L, B, N)
+        return x_true, x_ref, x_gen, zs
+
+    @torch.no_grad()
+    def verdict(self, *, length: int | None = None, runs: int | None = None,
+                threshold: float = D_STSP_GOOD) -> Verdict:
+        """Is the current model a reconstruction? Free runs (``length`` x ``runs``, default
+        the config's metric sizes) judged by :func:`explorer.training.verdict.reconstruction_verdict`
+        against the noise-free reference when the data carry one, else against the data."""
+        cfg = self.config
+        x_true, x_ref, x_gen, _ = self._free_runs(length or cfg.metric_length, runs or cfg.metric_runs)
+        ref = x_ref if x_ref is not None else x_true
+        return reconstruction_verdict(ref, x_gen, threshold=threshold,
+                                      reference="data" if x_ref is None else "noise-free reference",
+                                      generator=torch.Generator().manual_seed(cfg.seed))
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Invariant metrics of free runs against the data (float64 distances).
 
@@ -362,26 +392,23 @@ class Trainer:
         run at a fraction of the sequential cost); ``pe`` is the n-step prediction error.
         When the data carry a noise-free ``reference`` (simulated with observation noise),
         ``d_stsp_clean`` and ``d_h_clean`` compare with it too (observation noise alone keeps
-        ``d_stsp`` against noisy data above a floor: about 0.8 for Lorenz-63 at 5 %). With
+        ``d_stsp`` against noisy data above a floor: about 0.8 for Lorenz-63 at 5 %).
+        ``spread`` is the late free run's variation relative to the data's (near 0: the model
+        settled on a fixed point) and ``escaped`` 1.0 when the free run runs away (see
+        :mod:`explorer.training.verdict`; :func:`metrics_verdict` judges these numbers). With
         ``config.lyapunov`` also ``lyapunov`` (model, per time unit of the data) and
         ``lyapunov_data`` (the source's published value, when known). The best model is
         chosen by ``d_stsp`` (against the data, as in practice).
         """
         cfg = self.config
-        self.model.eval()
-        L = min(cfg.metric_length, self.data.length)
-        starts = self._starts(L, cfg.metric_runs)                             # (B,)
-        idx = starts.unsqueeze(0) + torch.arange(L).unsqueeze(1)              # (L, B)
-        x_true = self.data.x[idx]                                             # (L, B, N)
-        z0 = self._inferred_states(starts)
-        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, L - 1)])      # (L, B, M)
-        x_gen = self.model.observe(zs).cpu()                                  # (L, B, N)
+        x_true, x_ref, x_gen, zs = self._free_runs(cfg.metric_length, cfg.metric_runs)
         gen = torch.Generator().manual_seed(cfg.seed)
         out = {"d_stsp": state_space_divergence(x_true, x_gen, generator=gen),
                "d_h": power_spectrum_distance(x_true, x_gen),
-               "pe": prediction_error(self.model, self.x, cfg.pe_steps)}
-        if self.data.reference is not None:                           # noise-free ground truth
-            x_ref = self.data.reference[idx]                                  # (L, B, N)
+               "pe": prediction_error(self.model, self.x, cfg.pe_steps),
+               "spread": free_run_spread(x_true, x_gen),
+               "escaped": float(bool(torch.isfinite(x_gen).all()) and escaped(x_true, x_gen))}
+        if x_ref is not None:                                         # noise-free ground truth
             out["d_stsp_clean"] = state_space_divergence(x_ref, x_gen, generator=gen)
             out["d_h_clean"] = power_spectrum_distance(x_ref, x_gen)
         if torch.isfinite(zs[-1, 0]).all():

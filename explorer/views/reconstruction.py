@@ -26,7 +26,9 @@ import pandas as pd
 import panel as pn
 import param
 
-from ..controllers.reconstruction import CUSTOM, Frame, Progress, ReconstructionController
+from ..controllers.reconstruction import (CUSTOM, RUN_PRESETS, Frame, Progress,
+                                          ReconstructionController)
+from ..training.verdict import D_H_GOOD, D_STSP_GOOD
 from ..core.errors import ExplorerError
 from ..core.registry import system_class
 from . import plots
@@ -52,7 +54,8 @@ class LivePlot:
     ``key`` changed) the data goes through the stream and HoloViews re-renders.
     """
 
-    def __init__(self, builder, *, height: int, logy: bool = False):
+    def __init__(self, builder, *, height: int, logy: bool = False, decorate=None):
+        self.decorate = decorate                  # fig -> None, after each render (annotations)
         self.pipe = plots.QuietPipe(data=None)
         self.sources: dict = {}
         self.fig = None
@@ -73,6 +76,8 @@ class LivePlot:
                         if sp.current_frame is not None and sp.handles.get("source") is not None}
         if self.logy:
             self._log_ticks()
+        if self.decorate is not None:
+            self.decorate(self.fig)
 
     def _can_patch(self, columns: dict, key) -> bool:
         if self.fig is None or key != self.key:
@@ -142,9 +147,15 @@ class ReconstructionPanel(pn.viewable.Viewer):
 
     controller = param.ClassSelector(class_=ReconstructionController)
 
-    def __init__(self, controller: ReconstructionController | None = None, **params):
+    def __init__(self, controller: ReconstructionController | None = None, *, sync_url: bool = True,
+                 **params):
         ctrl = controller or ReconstructionController()
         super().__init__(controller=ctrl, **params)
+        self._sync_url = sync_url and pn.state.location is not None
+        if self._sync_url:                        # ?page=reconstruction&preset=lecture, ...
+            query = dict(pn.state.location.query_params or {})
+            if any(k != "page" for k in query):
+                ctrl.apply_query(query)
         self._doc = pn.state.curdoc
         self._periodic = None
         ctrl.jobs.notify = self._schedule_poll
@@ -164,7 +175,11 @@ class ReconstructionPanel(pn.viewable.Viewer):
         ctrl.param.watch(self._on_analysis, "analysis")
         ctrl.param.watch(self._on_lyapunov, "lyapunov")
         ctrl.param.watch(self._on_kind, ["model", "sparse_tf", "system", "source"])
+        ctrl.param.watch(self._on_verdict, "verdict")
+        ctrl.param.watch(self._on_preset, "preset")
         self._on_kind()
+        self._on_verdict()
+        self._on_preset(push=False)
         self._on_phase()
         self._on_status()
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
@@ -180,6 +195,12 @@ class ReconstructionPanel(pn.viewable.Viewer):
         c = self.controller
         W = pn.widgets
         sw = dict(sizing_mode="stretch_width")
+        # preset
+        self.w_preset = W.Select(name="Teaching preset", options={"(none)": ""} | {
+            p.title: k for k, p in RUN_PRESETS.items()}, value=c.preset if c.preset in RUN_PRESETS else "",
+            **sw)
+        self.w_preset.param.watch(self._choose_preset, "value")
+        self.preset_text = pn.pane.Markdown("", css_classes=["preset-text"], **sw)
         # data
         self.w_source = W.RadioButtonGroup.from_param(c.param.source, options={"Simulated system": "system",
                                                                                "Uploaded file": "file"},
@@ -215,6 +236,18 @@ class ReconstructionPanel(pn.viewable.Viewer):
         self.w_steps = W.IntInput.from_param(c.param.steps, name="Steps", step=500, width=100)
         self.w_metrics = W.IntInput.from_param(c.param.metrics_every, name="Metrics every", width=100)
         self.w_seed = W.IntInput.from_param(c.param.seed, name="Seed", width=100)
+        self.verdict_text = pn.pane.Markdown("", css_classes=["verdict"], **sw)
+        self.invariants_text = pn.pane.Markdown(
+            f"**D_stsp** (state-space divergence) compares *where* the model's free run spends its "
+            f"time with where the data do: 0 is the same occupation of state space; at most "
+            f"**{D_STSP_GOOD:g}** (the green band) counts as a reconstruction here (the true "
+            f"system itself scores about 0.4, failed models 5 to 15).  \n"
+            f"**D_H** (power-spectrum distance) compares the *rhythms*, the power spectra of each "
+            f"coordinate: 0 is the same spectrum, 1 nothing in common; below about "
+            f"**{D_H_GOOD:g}** is good.  \n"
+            "Solid: against the noisy data; dashed: against the noise-free trajectory (noise "
+            "alone keeps the solid D_stsp above the dashed one). PE: 20-step prediction error.",
+            css_classes=["preset-text"], styles={"font-size": "0.9em"}, **sw)
         # run control
         self.b_start = W.Button(name="▶ Start", button_type="success", width=100)
         self.b_pause = W.Button(name="❚❚ Pause", width=100)
@@ -274,7 +307,7 @@ class ReconstructionPanel(pn.viewable.Viewer):
     # ================================================================ plots
     def _make_plots(self) -> None:
         self.loss_plot = LivePlot(tp.loss_plot, height=260, logy=True)
-        self.metrics_plot = LivePlot(tp.metrics_plot, height=260, logy=True)
+        self.metrics_plot = LivePlot(tp.metrics_plot, height=260, logy=True, decorate=tp.good_band)
         self.attractor_plot = LivePlot(tp.attractor_plot, height=360)
         self.ts_plot = LivePlot(tp.timeseries_plot, height=360)
         self.symbols_plot = LivePlot(tp.symbols_plot, height=280)
@@ -302,6 +335,7 @@ class ReconstructionPanel(pn.viewable.Viewer):
                                   w.w_file, w.w_file_dt, sizing_mode="stretch_width")
         self.tau_box = pn.Row(w.w_tau)
         self.sidebar = pn.Column(
+            w.w_preset, w.preset_text, pn.layout.Divider(),
             md("**Data**"), w.w_source, self.system_box, self.file_box, w.data_error, w.data_text,
             pn.layout.Divider(),
             md("**Model**"), w.w_model, pn.Row(w.w_latent, w.w_hidden, w.w_relu),
@@ -324,7 +358,9 @@ class ReconstructionPanel(pn.viewable.Viewer):
             dynamic=False, sizing_mode="stretch_width")
         self.main = pn.Column(
             self.status,
-            pn.Row(self.loss_plot.pane, self.metrics_plot.pane, sizing_mode="stretch_width"),
+            pn.Row(self.loss_plot.pane, self.metrics_plot.pane,
+                   pn.Column(w.verdict_text, w.invariants_text, width=250),
+                   sizing_mode="stretch_width"),
             pn.Row(pn.Column(pn.Row(md("**Projection**", margin=(18, 5)), w.w_xvar, w.w_yvar),
                              self.attractor_plot.pane, sizing_mode="stretch_width"),
                    pn.Column(pn.Row(md("**Time series**", margin=(18, 5)), w.w_tsvar),
@@ -398,6 +434,46 @@ class ReconstructionPanel(pn.viewable.Viewer):
             c.phase, "primary")
         if busy:
             self._ensure_tick()
+
+    def _choose_preset(self, event) -> None:
+        if self._building or not event.new or event.new == self.controller.preset:
+            return
+        self._act(lambda: self.controller.apply_preset(event.new))
+
+    def _on_preset(self, *_, push: bool = True) -> None:
+        c = self.controller
+        p = RUN_PRESETS.get(c.preset)
+        self._building = True
+        try:
+            self.w_preset.value = c.preset if p else ""
+            self.w_system.value = c.system
+        finally:
+            self._building = False
+        self.preset_text.object = f"**{p.title}.** {p.text}" if p else ""
+        if push and self._sync_url:
+            self._push_url()
+
+    def _push_url(self) -> None:
+        from urllib.parse import urlencode
+
+        loc = pn.state.location
+        if loc is None:
+            return
+        q = {"page": "reconstruction", **self.controller.to_query()}
+        if not self.controller.preset:
+            q = {"page": "reconstruction"}
+        loc.search = "?" + urlencode(q)
+
+    def _on_verdict(self, *_) -> None:
+        v = self.controller.verdict
+        if v is None:
+            self.verdict_text.object = ("**Reconstruction?** Not judged yet: the verdict comes "
+                                        "with the first invariants.")
+            return
+        when = "" if self.controller.running else " (final model)"
+        colour = "#2b8a3e" if v.ok else "#c92a2a"
+        self.verdict_text.object = (f"<span style='color:{colour}'><b>Verdict: {v.headline}"
+                                    f"</b>{when}</span>: {v.reason}.")
 
     def _on_kind(self, *_) -> None:
         c = self.controller

@@ -15,6 +15,8 @@ import math
 import holoviews as hv
 import numpy as np
 
+from ..training.verdict import D_STSP_GOOD
+
 DATA_COLOR = "#868e96"
 MODEL_COLOR = "#d9480f"
 METRIC_COLORS = {"D_stsp": "#1971c2", "D_stsp (noise-free)": "#74c0fc", "D_H": "#2f9e44",
@@ -87,7 +89,7 @@ def loss_plot(data) -> hv.Overlay:
     cols = loss_columns(steps, loss, smooth)
     raw = hv.Curve(cols["loss"], "step", "loss", label="loss").opts(color="#a5d8ff", line_width=1)
     sm = hv.Curve(cols["smoothed"], "step", "loss", label="smoothed").opts(color="#1864ab", line_width=2)
-    return (raw * sm).opts(logy=True, legend_position="top_right", title="Training loss (MSE)")
+    return (raw * sm).opts(logy=True, legend_position="right", title="Training loss (MSE)")
 
 
 # ------------------------------------------------------------------ metrics
@@ -118,8 +120,25 @@ def metrics_plot(rows) -> hv.Overlay:
             line_dash="dashed" if noise else "solid"))
         layers.append(hv.Scatter(c, "step", "value", label=label + MARKS).opts(
             color=METRIC_COLORS[label], size=3 if noise else 4, show_legend=False))
-    return hv.Overlay(layers).opts(logy=True, legend_position="top_right",
+    return hv.Overlay(layers).opts(logy=True, legend_position="right",
                                    title="Invariants: D_stsp, D_H, prediction error")
+
+
+GOOD_BAND = "good-band"
+
+
+def good_band(fig, top: float = D_STSP_GOOD) -> None:
+    """Shade the 'good' D_stsp range (below ``top``) on a Bokeh figure with a log y axis, once
+    (a BoxAnnotation and a label: they take no part in the axis ranges)."""
+    from bokeh.models import BoxAnnotation, Label
+
+    if fig is None or any(getattr(r, "name", None) == GOOD_BAND for r in fig.center):
+        return
+    fig.add_layout(BoxAnnotation(name=GOOD_BAND, bottom=1e-12, top=top, fill_color="#2f9e44",
+                                 fill_alpha=0.10, line_alpha=0, level="underlay"))
+    fig.add_layout(Label(name=GOOD_BAND + "-label", x=6, y=top, x_units="screen", y_units="data",
+                         text=f"good: D_stsp ≤ {top:g}", text_font_size="10px",
+                         text_color="#2b8a3e", y_offset=-14))
 
 
 # ------------------------------------------------------------------ attractor
@@ -159,7 +178,7 @@ def attractor_plot(data) -> hv.Overlay:
     kd = [hv.Dimension("u", label=lu), hv.Dimension("v", label=lv)]
     true = hv.Points(cols["data"], kd, label="data").opts(color=DATA_COLOR, size=2, alpha=0.45)
     gen = hv.Points(cols["model"], kd, label="model").opts(color=MODEL_COLOR, size=2.2, alpha=0.7)
-    return (true * gen).opts(legend_position="top_right", title="Attractor: model vs data")
+    return (true * gen).opts(legend_position="right", title="Attractor: model vs data")
 
 
 def range_with(ref: tuple[float, float] | None, other: tuple[float, float] | None,
@@ -199,7 +218,7 @@ def timeseries_plot(data) -> hv.Overlay:
     kd, vd = "t", hv.Dimension("value", label=var)
     true = hv.Curve(cols["data"], kd, vd, label="data").opts(color=DATA_COLOR, line_width=1.2)
     gen = hv.Curve(cols["model"], kd, vd, label="model").opts(color=MODEL_COLOR, line_width=1.5)
-    return (true * gen).opts(legend_position="top_right", title="Free run vs data")
+    return (true * gen).opts(legend_position="right", title="Free run vs data")
 
 
 # ------------------------------------------------------------------ subregions
@@ -226,20 +245,25 @@ def transition_plot(data) -> hv.HeatMap:
     """Transition counts between the most visited subregions (row: from, column: to).
     ``data``: a Frame or a ModelAnalysis (anything with ``graph``, ``codes``)."""
     rows = []
+    R = 1
     if data is not None and len(data.codes):
         R = min(len(data.codes), MAX_GRAPH_REGIONS)
         G = np.asarray(data.graph)[:R, :R]
         for i in range(R):
             for j in range(R):
                 if G[i, j] > 0:
-                    rows.append((i, j, float(G[i, j]), short_code(data.codes[i]), short_code(data.codes[j])))
+                    rows.append((str(j), str(i), float(G[i, j]), short_code(data.codes[i]),
+                                 short_code(data.codes[j])))
     if not rows:                                  # nothing yet: one empty cell
-        rows = [(0, 0, 0.0, "", "")]
-    hm = hv.HeatMap(rows, ["from", "to"], ["count", "from code", "to code"])
+        rows = [("0", "0", 0.0, "", "")]
+    # region indices as categorical axes in numeric order (0, 1, ..., 10, not 0, 1, 10, 2)
+    order = [str(i) for i in range(R)]
+    kdims = [hv.Dimension("to", label="to region (index)", values=order),
+             hv.Dimension("from", label="from region (index)", values=order)]
+    hm = hv.HeatMap(rows, kdims, ["count", "from code", "to code"])
     # a linear colour scale: HoloViews fixes log/linear with the first frame, which is empty
     return hm.opts(cmap="Blues", colorbar=True, tools=["hover"],
-                   title="Subregion transitions (counts)", invert_yaxis=True,
-                   xlabel="to region", ylabel="from region")
+                   title="Subregion transitions (counts; 0 = most visited)", invert_yaxis=True)
 
 
 # ------------------------------------------------------------------ Lyapunov

@@ -80,3 +80,31 @@ def test_train_pause_resume_stop_download_and_bad_upload(open_page, tmp_path):
     assert "⚠ bad.csv, line 3" in p.status()
     page.wait_for_timeout(300)
     assert p.errors == []
+
+
+def test_lecture_preset_link_first_step_fast_stop_disables_resume(open_page):
+    """The teaching link opens the lecture preset; the first step shows within a few seconds
+    of Start; after Stop, Resume is disabled and Start is the way on; no console errors."""
+    import time
+
+    p = open_page("?page=reconstruction&preset=lecture")
+    page = p.page
+    p.wait_status("data: lorenz63")
+    assert page.locator("select").filter(has_text="Lecture").first.input_value() == "Lecture: Lorenz-63 in a minute"
+    page.get_by_text("Lecture: Lorenz-63 in a minute.").first.wait_for(timeout=10_000)
+    page.get_by_text("counts as a reconstruction here").first.wait_for(timeout=10_000)
+    t0 = time.monotonic()
+    page.get_by_role("button", name="▶ Start").click()
+    _wait(p, lambda s: s.startswith("training: step") and _step(s) > 0, "first step", timeout=10)
+    first = time.monotonic() - t0
+    assert first < 5.0, f"first step after {first:.1f} s"
+    # the invariants come every 50 steps: the verdict box fills in
+    page.get_by_text("Verdict: ").first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="■ Stop").click()
+    stopped = _wait(p, lambda s: "stopped at step" in s, "stopped")
+    assert "reconstruction" in stopped and "Start trains a new model" in stopped
+    assert page.get_by_role("button", name="▶ Resume").is_disabled()
+    assert page.get_by_role("button", name="❚❚ Pause").is_disabled()
+    assert page.get_by_role("button", name="▶ Start").is_enabled()
+    page.wait_for_timeout(500)
+    assert p.errors == []
