@@ -254,17 +254,28 @@ def cmd_train(args) -> int:
 
     event = trainer.run(args.steps, callbacks=[] if args.quiet else [report])
     trainer.save(out)
+    # is the saved model a reconstruction? (free runs against the noise-free reference when the
+    # data were simulated with noise, else against the data; see explorer/training/verdict.py)
+    verdict = trainer.verdict()
+    if not verdict.ok:
+        print(f"dynamics-explorer: warning: {out} is {verdict.line()}", file=sys.stderr)
     summary = {"out": str(out), "model": trainer.config.model, "steps": trainer.step_count,
                "seconds": round(trainer.seconds, 3), "status": event.status,
                "message": event.message,
                "final_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None,
                "metrics": trainer.metric_history[-1] if trainer.metric_history else None,
-               "best": trainer.best}
+               "best": trainer.best, "verdict": verdict.as_dict()}
     if args.json:
-        print(json.dumps(summary, default=float))
+        print(json.dumps(summary, default=_json_number))
     else:
-        print(f"wrote {out}: {event.message}")
+        print(f"wrote {out}: {event.message}; {verdict.line()}")
     return 0 if event.status != "diverged" else 1
+
+
+def _json_number(v):
+    """JSON for numpy/torch scalars; NaN and inf become null (strict JSON has neither)."""
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 def cmd_generate(args) -> int:
@@ -277,16 +288,27 @@ def cmd_generate(args) -> int:
     out = _out_path(args.out, (".npz",))
     if args.steps < 1:
         raise CliError(f"--steps must be at least 1, got {args.steps}")
+    from .training.verdict import reconstruction_verdict
+
     trainer = Trainer.load(args.checkpoint, device="cpu")
     with torch.no_grad():
         z = trainer.free_run(args.steps, runs=1)[:, 0]                # (T, N) standardised
     x = trainer.data.normalisation.invert(z.to(torch.float64)).numpy()
     t = np.arange(x.shape[0]) * trainer.data.dt
     _write_npz(out, t=t, x=x, variables=np.array(trainer.data.variables))
+    ref = trainer.data.reference
+    verdict = None
+    if x.shape[0] >= 4:                       # this free run against the data: plain words
+        verdict = reconstruction_verdict(trainer.data.x if ref is None else ref, z,
+                                         reference="data" if ref is None else "noise-free reference")
+        if not verdict.ok:
+            print(f"dynamics-explorer: warning: this free run is {verdict.line()}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "out": str(out), "shape": list(x.shape)}))
+        print(json.dumps({"checkpoint": args.checkpoint, "out": str(out), "shape": list(x.shape),
+                          "verdict": None if verdict is None else verdict.as_dict()},
+                         default=_json_number))
     else:
-        print(f"wrote {out} x{list(x.shape)}")
+        print(f"wrote {out} x{list(x.shape)}" + (f"; {verdict.line()}" if verdict else ""))
     return 0
 
 
@@ -376,10 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .npz (arrays t, x)")
     s.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("serve", help="start the web app")
-    s.add_argument("--port", type=int, default=5006)
-    s.add_argument("--address", default="localhost")
-    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s = sub.add_parser("serve", help="start the web app",
+                       description="Serve the web app at http://ADDRESS:PORT/explorer.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--port", type=int, default=5006, help="TCP port")
+    s.add_argument("--address", default="localhost", help="network address to listen on")
+    s.add_argument("--device", default=argparse.SUPPRESS,
+                   help="compute device: cpu, cuda, cuda:N or auto (default: EXPLORER_DEVICE, else auto)")
     s.add_argument("--show", action="store_true", help="open a browser tab")
     s.set_defaults(func=cmd_serve)
     return p

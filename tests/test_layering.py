@@ -31,3 +31,39 @@ def test_no_eval_or_exec_in_package():
            for i, line in enumerate(p.read_text().splitlines(), 1)
            if re.search(r"(^|[^_.\w])(eval|exec)\(", line) and "noqa: eval-ok" not in line]
     assert not bad, bad
+
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_attractors_panel_works_after_a_bare_import():
+    """The README's notebook line in a fresh interpreter: importing a view loads the plotting
+    extensions itself (no ``hv.extension`` call needed first). The script waits for the
+    panel's first jobs: an interpreter that exits while a daemon job thread is inside torch
+    aborts ("terminate called without an active exception"), a controllers matter."""
+    out = _fresh("from explorer.views.attractors import AttractorsPanel; "
+                 "p = AttractorsPanel(); p.controller.wait(); "
+                 "import holoviews as hv; print(hv.Store.current_backend)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "bokeh"
+
+
+def test_reconstruction_panel_works_after_a_bare_import():
+    out = _fresh("from explorer.views.reconstruction import ReconstructionPanel; "
+                 "p = ReconstructionPanel(); p.controller.wait(); "
+                 "import holoviews as hv; print(hv.Store.current_backend)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "bokeh"
+
+
+def test_extensions_are_loaded_in_one_place():
+    """``hv.extension`` / ``pn.extension`` appear once, in ``views/shell.load_extensions``."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "explorer"
+    calls = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\b(hv|holoviews|pn|panel)\.extension\(", line)]
+    assert len(calls) == 2 and all(c.startswith("views/shell.py:") for c in calls), calls
