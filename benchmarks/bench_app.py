@@ -115,7 +115,7 @@ def run(changes: int, seconds: float) -> dict:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             page.wait_for_selector("canvas", timeout=60_000)
-            status = _wait_status(page, "points in")
+            status = _wait_status(page, "computed in")
             assert "1,001,000 points" in status, status
             page.wait_for_timeout(1000)
             # --- latency: rho alternates over values near 28 (each a new computation)
@@ -129,10 +129,10 @@ def run(changes: int, seconds: float) -> dict:
                 box.press("Enter")
                 ms = page.evaluate("() => window.__latency")
                 current = value
-                s = _wait_status(page, "points in")
+                s = _wait_status(page, "computed in")
                 if i >= 2:
                     lat.append(ms)
-                    server_ms.append(float(s.split(" points in ")[1].split(" ms")[0]))
+                    server_ms.append(float(s.split(" computed in ")[1].split(" ms")[0]))
                 page.wait_for_timeout(300)
             # --- frame rate of live mode with 1,000 trajectories
             page.get_by_role("button", name="▶ Run").click()

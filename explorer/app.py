@@ -10,7 +10,7 @@ from __future__ import annotations
 import panel as pn
 
 from .pages import PAGES
-from .pages import attractors as _attractors  # noqa: F401  (loads the extensions once)
+from .pages import attractors as _attractors  # importing explorer.views loads the extensions
 from .pages import reconstruction as _reconstruction
 
 
@@ -28,7 +28,20 @@ def create_app():
 
 
 def serve(port: int = 5006, address: str = "localhost", show: bool = False) -> None:
-    """Serve the app at ``http://<address>:<port>/explorer`` (blocking)."""
+    """Serve the app at ``http://<address>:<port>/explorer`` (blocking).
+
+    First-use costs (HoloViews/Bokeh model building, numba's datashader compilation, the
+    native simulation library) are paid here, before the port opens, so the first student's
+    tab is as fast as the later ones."""
+    import logging
+
+    from .views.attractors import warm_up
+
+    try:
+        seconds = warm_up()
+        logging.getLogger(__name__).info("warmed up in %.1f s", seconds)
+    except Exception:  # a failed warm-up only costs the first session its speed
+        logging.getLogger(__name__).exception("warm-up failed (the app still serves)")
     pn.serve({"explorer": create_app}, port=port, address=address, show=show,
              websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
              title="Dynamics Explorer", threaded=False,

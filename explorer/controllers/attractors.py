@@ -152,6 +152,7 @@ class AttractorController(param.Parameterized):
         self.jobs = JobRunner(notify=notify)
         self.auto = auto
         self._custom_cache: tuple[str, str, DynamicalSystem] | None = None
+        self._after_attractor: list[str] = []
         self._suspend = 0
         if not self.device:
             self.device = str(default_device())
@@ -237,6 +238,7 @@ class AttractorController(param.Parameterized):
             self.section_value = None
             for key in self.RESULT_KEYS + ("recolor",):
                 self.jobs.cancel(key)
+            self._after_attractor = []
             self.param.update(attractor=None, lyapunov=None, orbit=None, section=None, fixed=None,
                               errors={})
         finally:
@@ -348,7 +350,8 @@ class AttractorController(param.Parameterized):
                             progress=progress, stop=stop)
             return _attractor_data(sys_, traj, color_by, time.perf_counter() - t0, device)
 
-        self._submit("attractor", work, f"simulating {sys_.title or sys_.name}")
+        # the simulation keeps every core: the native backend parallelises over trajectories
+        self._submit("attractor", work, f"simulating {sys_.title or sys_.name}", threads=None)
 
     #: trajectories used for the Poincaré section (the first ones of the ensemble)
     SECTION_MEMBERS = 64
@@ -463,12 +466,24 @@ class AttractorController(param.Parameterized):
         except ExplorerError:
             return default_device()
 
-    def _submit(self, key: str, fn, label: str, *, quiet: bool = False) -> None:
-        """Run ``fn`` off the UI thread; ``quiet`` jobs (follow-ups) leave the status line alone."""
+    def _submit(self, key: str, fn, label: str, *, quiet: bool = False,
+                threads: int | None = 1) -> None:
+        """Run ``fn`` off the UI thread; ``quiet`` jobs (follow-ups) leave the status line alone.
+
+        ``threads``: torch threads of the job's thread (None: the process default). Analyses
+        make thousands of small tensor calls; with two threads each one waits at an OpenMP
+        barrier, for seconds in all when the other core is busy (a served page always has
+        other work): a Lyapunov spectrum took 7-30 s in the page against 1-2 s alone."""
         errors = dict(self.errors)
         errors.pop(key, None)
         self.errors = errors
-        self.jobs.submit(key, fn, label=label)
+
+        def run(stop, progress):
+            if threads is not None:
+                torch.set_num_threads(threads)          # this worker thread only (OpenMP)
+            return fn(stop=stop, progress=progress)
+
+        self.jobs.submit(key, run, label=label)
         if not quiet:
             self.status = f"{label} on {describe_device(self._device())} ..."
 
@@ -481,12 +496,15 @@ class AttractorController(param.Parameterized):
         done = self.jobs.poll()
         for d in done:
             if d.error is not None:
+                if d.key == "attractor":
+                    self._after_attractor = []
                 self._error(d.key, d.error)
                 continue
             if d.key == "attractor":
                 data = d.value
                 self.attractor = data
                 self.request_section()
+                self._run_after_attractor()
                 note = " (stopped early)" if d.stopped else ""
                 self.status = (f"{data.title}: {data.message}{note}; computed in "
                                f"{data.seconds * 1000:.0f} ms on {data.device}")
@@ -620,10 +638,21 @@ class AttractorController(param.Parameterized):
         self.preset = key
         if self.auto:
             self.request_attractor()
-            for what in p.compute:
-                {"lyapunov": self.request_lyapunov, "orbit": self.request_orbit,
-                 "fixed": self.request_fixed_points, "section": lambda: None}[what]()
+            self.request_after_attractor(p.compute)
         return problems
+
+    def request_after_attractor(self, what) -> None:
+        """Start these on-request analyses (``"lyapunov"``, ``"orbit"``, ``"fixed"``) once
+        the attractor being computed is shown: the picture comes first."""
+        self._after_attractor = [w for w in what if w != "section"]
+        if not self.jobs.is_running("attractor"):
+            self._run_after_attractor()
+
+    def _run_after_attractor(self) -> None:
+        todo, self._after_attractor = self._after_attractor, []
+        for what in todo:
+            {"lyapunov": self.request_lyapunov, "orbit": self.request_orbit,
+             "fixed": self.request_fixed_points}[what]()
 
     # ================================================================ URL state
     def to_query(self) -> dict[str, str]:

@@ -12,11 +12,13 @@ Pure Python (threading only): tested without a browser.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,6 +55,23 @@ class Done:
     stopped: bool = False
 
 
+_RUNNERS: "weakref.WeakSet[JobRunner]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all(timeout: float = 2.0) -> None:
+    """At interpreter exit, stop every runner's jobs and let them finish briefly: a daemon
+    thread still inside torch while Python tears down can abort the process ("terminate
+    called without an active exception") when a script ends right after making a page."""
+    runners = list(_RUNNERS)
+    threads = [j.thread for r in runners for j in r.running() if j.thread is not None]
+    for r in runners:
+        r.close()
+    end = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+
+
 class JobRunner:
     """Per-session runner of superseding background jobs.
 
@@ -72,6 +91,7 @@ class JobRunner:
         self._closed = False
         self.notify = notify
         self._log = log or logging.getLogger(__name__).error
+        _RUNNERS.add(self)
 
     # ------------------------------------------------------------------ submit
     def submit(self, key: str, fn: Callable[..., Any], *, label: str = "") -> Job:

@@ -67,7 +67,7 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._building = False
         self._frame_pending, self._frame_sent = False, 0.0
         self._was_connected = False
-        self._drag, self._drag_applied = (0.0, 0.0), 0.0
+        self._drag, self._drag_applied, self._drag_seen = (0.0, 0.0), 0.0, (0.0, 0.0)
         self._make_widgets()
         self._make_plots()
         self._layout()
@@ -93,9 +93,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             pn.state.on_session_destroyed(lambda ctx: self.close())
         ctrl.request_attractor()
         if ctrl.preset and ctrl.preset in PRESETS:
-            for what in PRESETS[ctrl.preset].compute:
-                {"lyapunov": ctrl.request_lyapunov, "orbit": ctrl.request_orbit,
-                 "fixed": ctrl.request_fixed_points, "section": lambda: None}[what]()
+            ctrl.request_after_attractor(PRESETS[ctrl.preset].compute)
 
     # ================================================================ widgets
     def _make_widgets(self) -> None:
@@ -290,7 +288,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             (img * hv.DynamicMap(lines, streams=[self.pipe]) * pts
              * hv.DynamicMap(triad, streams=[self.pipe])).opts(
                 hv.opts.Overlay(responsive=True, min_height=460, framewise=True, title="")),
-            sizing_mode="stretch_both", min_height=460)
+            sizing_mode="stretch_width", min_height=460)
         # flows as curves, maps as markers (iterates are not joined): two panes, one shown
         self.ts_map_pipe = hv.streams.Pipe(data=None)
         ts_opts = (hv.opts.NdOverlay(responsive=True, min_height=300, framewise=True,
@@ -307,10 +305,9 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.ts_box = pn.Column(self.ts_plot, sizing_mode="stretch_width")
         self.ts_map_box = pn.Column(self.ts_map_plot, sizing_mode="stretch_width", visible=False)
         self.ts_caption = pn.pane.Markdown("**Time series**", sizing_mode="stretch_width")
-        self.lyap_plot = pn.pane.HoloViews(linked_axes=False, object=hv.DynamicMap(
-            lambda data: plots.lyapunov_plot(*(data or (None, None))), streams=[self.lyap_pipe]).opts(
-            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"])),
-            sizing_mode="stretch_width")
+        self._lyap_bars = 0
+        self.lyap_plot = pn.pane.HoloViews(linked_axes=False, object=self._lyap_dmap(),
+                                           sizing_mode="stretch_width")
         # shown once computed (toggling the HoloViews pane itself upsets Panel's stylesheets)
         self.lyap_box = pn.Column(self.lyap_plot, visible=False, sizing_mode="stretch_width")
         orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data, c.variables()),
@@ -332,6 +329,11 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
+
+    def _lyap_dmap(self) -> hv.DynamicMap:
+        return hv.DynamicMap(lambda data: plots.lyapunov_plot(*(data or (None, None))),
+                             streams=[self.lyap_pipe]).opts(
+            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"]))
 
     def _image_hook(self, plot, element) -> None:
         """Keep hold of the attractor image's Bokeh source (see :meth:`_show_image`) and add
@@ -378,14 +380,19 @@ class AttractorsPanel(pn.viewable.Viewer):
         most about ten times a second while the mouse moves, and once more on release."""
         if self.controller.view != "3D":
             return
+        # Bokeh's pan deltas count from the start of the gesture: keep the part not yet applied
+        total = (float(event.delta_x or 0.0), float(event.delta_y or 0.0))
+        seen = self._drag_seen
+        self._drag_seen = total
         dx, dy = self._drag
-        self._drag = (dx + float(event.delta_x or 0.0), dy + float(event.delta_y or 0.0))
+        self._drag = (dx + total[0] - seen[0], dy + total[1] - seen[1])
         if time.monotonic() - self._drag_applied > 0.1:
             self._apply_drag()
 
     def _on_drag_end(self, _event) -> None:
         if self.controller.view == "3D":
             self._apply_drag()
+        self._drag_seen = (0.0, 0.0)
 
     def _apply_drag(self) -> None:
         dx, dy = self._drag
@@ -459,7 +466,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                             dynamic=False, sizing_mode="stretch_width")
         self.main = pn.Column(
             self.status,
-            pn.Row(pn.Column(self.attractor_plot, sizing_mode="stretch_both", min_height=480),
+            pn.Row(pn.Column(self.attractor_plot, sizing_mode="stretch_width", min_height=480),
                    pn.Column(self.equations, self.ts_caption, self.ts_box, self.ts_map_box,
                              sizing_mode="stretch_width", max_width=440),
                    sizing_mode="stretch_width", min_height=480),
@@ -676,8 +683,19 @@ class AttractorsPanel(pn.viewable.Viewer):
                         ref = sys_.lyapunov_reference.exponents
             except (ExplorerError, KeyError):
                 pass
-            self.lyap_pipe.send((r, ref))
+            # the plot is shown before its bars change, and keeps them while hidden: changing
+            # the number of bars of a hidden plot upsets Bokeh ("Size mismatch")
             self.lyap_box.visible = r is not None
+            if r is not None:
+                bars = len(plots.lyapunov_plot(r, ref))
+                if bars != self._lyap_bars:
+                    # a new figure for a new number of bars: BokehJS keeps the old bars'
+                    # selection size for a figure updated in place ("Size mismatch")
+                    self._lyap_bars = bars
+                    self.lyap_pipe = hv.streams.Pipe(data=(r, ref))
+                    self.lyap_plot.object = self._lyap_dmap()
+                else:
+                    self.lyap_pipe.send((r, ref))
             if r is None:
                 self.lyap_text.object = LYAP_PROMPT
             else:
@@ -764,7 +782,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             self._pts = pts
             self._show_image(image)
             if self.pipe.data is None or self.pipe.data["u"].size:
-                self.pipe.send({**pts, "u": pts["u"][:0], "v": pts["v"][:0], "c": pts["c"][:0]})
+                self.pipe.send({**pts, **{k: pts[k][:0] for k in ("u", "v", "c", "rank") if k in pts}})
         else:
             self._pts = None
             (l, r), (b, t) = plots.fit_range(pts["u"]), plots.fit_range(pts["v"])
@@ -1158,6 +1176,30 @@ def param_label(name: str) -> str:
     """A parameter's label as the equations write it: ``sigma`` -> ``σ``, ``beta1`` -> ``β1``."""
     head = name.rstrip("0123456789_")
     return _GREEK[head] + name[len(head):].lstrip("_") if head in _GREEK else name
+
+
+def warm_up() -> float:
+    """Pay the page's first-use costs once per process (at server start), not in the first
+    student's session: building the page's HoloViews/Bokeh models for the first time (about
+    2.4 s more than later sessions), numba's compilation of the datashader aggregation (about
+    4 s at the first dense attractor) and loading the native simulation library. Returns the
+    seconds it took."""
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    u, v, c = (rng.standard_normal(plots.DENSE_POINTS + 1).astype(np.float32) for _ in range(3))
+    plots.raster_image({"u": u, "v": v, "c": c, "labels": ("x", "y")}, with_ticks=True)
+    controller = AttractorController(auto=False)
+    controller.request_attractor()
+    controller.wait(60)
+    doc = Document()
+    with set_curdoc(doc):
+        view = AttractorsPanel(controller)
+        pn.Row(view.sidebar, view.main).get_root(doc)
+        view.close()
+    return time.perf_counter() - t0
 
 
 def _palette(color_by: str) -> list[str]:

@@ -1,0 +1,92 @@
+"""The scripted classroom lesson (tests/browser/lesson.py) timed in Debian's chromium.
+
+Serves the app, runs the lesson ``--runs`` times (a fresh browser context each time) and
+writes the timings to ``benchmarks/results/lesson_cpu.json``: first plot of a new tab,
+preset switch, a parameter change reaching the server while live mode runs, the Lyapunov
+spectrum in the page, the first training step of the lecture preset.
+
+    python benchmarks/bench_lesson.py [--runs 3] [--train-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser.lesson import run_lesson  # noqa: E402
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--train-seconds", type=float, default=60.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lesson_cpu.json"))
+    args = ap.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t_start = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        server_start = time.perf_counter() - t_start
+        from playwright.sync_api import sync_playwright
+        runs = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            for k in range(args.runs):
+                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                errors: list[str] = []
+
+                def new_page(url):
+                    page = ctx.new_page()
+                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    page.goto(url)
+                    page.wait_for_selector("canvas", timeout=60_000)
+                    return page
+
+                out = run_lesson(new_page, f"http://localhost:{port}/explorer",
+                                 train_seconds=args.train_seconds)
+                out["console_errors"] = len(errors)
+                runs.append(out)
+                print(f"run {k + 1}: " + ", ".join(f"{key} {v:.2f} s" for key, v in out.items()
+                                                   if key.endswith("_s")), file=sys.stderr)
+                ctx.close()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    keys = [k for k in runs[0] if k.endswith("_s")]
+    summary = {k: {"median": statistics.median(r[k] for r in runs), "max": max(r[k] for r in runs)}
+               for k in keys}
+    result = {"machine": platform.processor() or platform.machine(), "server_start_s": server_start,
+              "runs": runs, "summary": summary,
+              "note": "first_plot_s: a new tab (new session) until the preset's attractor is drawn, "
+                      "measured from page.goto; preset_switch_s: choosing a preset until its "
+                      "attractor is drawn; lyapunov_s: button to result in the page"}
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
