@@ -55,3 +55,35 @@ def test_quiet_pipe_changes_the_next_render_without_an_event():
     assert dmap[()].data.shape == (3, 3)              # ... but no stale memoized frame either
     pipe.send(hv.Image(np.ones((4, 4))))
     assert len(calls) == 1 and dmap[()].data.shape == (4, 4)
+
+
+def test_rotation_is_the_2d_view_at_zero_and_orthonormal():
+    assert np.allclose(plots.rotation(0, 0), [[1, 0, 0], [0, 1, 0]])
+    # a quarter turn of azimuth brings the depth variable into the horizontal
+    assert np.allclose(plots.rotation(90, 0) @ np.array([0.0, 0.0, 1.0]), [-1, 0], atol=1e-7)
+    for az, el in ((30, 20), (-120, 75), (179, -45)):
+        R = plots.rotation(az, el).astype(np.float64)
+        assert np.allclose(R @ R.T, np.eye(2), atol=1e-6), (az, el)
+
+
+def test_colour_ticks_are_the_value_quantiles_at_their_ranks():
+    """Equalised colours: the tick at rank q carries the q-quantile. For exponentially
+    distributed values the median is ln 2 and the 3/4 quantile ln 4."""
+    rng = np.random.default_rng(0)
+    v = rng.exponential(1.0, 200_000)
+    ticks = plots.color_ticks(v)
+    assert list(ticks) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert abs(float(ticks[0.5]) - np.log(2)) < 0.01
+    assert abs(float(ticks[0.75]) - np.log(4)) < 0.02
+    # and the equalised rank of the median value is one half
+    ranks = plots.equalize(v.astype(np.float32))
+    assert abs(float(np.median(ranks)) - 0.5) < 0.01
+
+
+def test_timeseries_caption_says_what_is_shown():
+    from types import SimpleNamespace
+    big = SimpleNamespace(x=np.broadcast_to(np.float32(0), (10_001, 100_000, 3)), kind="flow")
+    cap = plots.timeseries_caption(big)
+    assert "trajectory 1 of 100,000" in cap and "one sample in 3 (3,334 of 10,001)" in cap
+    cap1 = plots.timeseries_caption(SimpleNamespace(x=np.zeros((2_001, 1, 3), np.float32), kind="flow"))
+    assert cap1 == "**Time series** of the trajectory: all 2,001 samples"

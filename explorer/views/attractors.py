@@ -308,8 +308,10 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._lyap_bars = 0
         self.lyap_plot = pn.pane.HoloViews(linked_axes=False, object=self._lyap_dmap(),
                                            sizing_mode="stretch_width")
+        self.lyap_convergence = pn.pane.HoloViews(linked_axes=False, object=None,
+                                                  sizing_mode="stretch_width")
         # shown once computed (toggling the HoloViews pane itself upsets Panel's stylesheets)
-        self.lyap_box = pn.Column(self.lyap_plot, visible=False, sizing_mode="stretch_width")
+        self.lyap_box = pn.Column(self.lyap_plot, self.lyap_convergence, visible=False, sizing_mode="stretch_width")
         orbit_dm = hv.DynamicMap(lambda data: plots.orbit_points(data, c.variables()),
                                  streams=[self.orbit_pipe])
         orbit_r = rasterize(orbit_dm, aggregator=ds.count(), line_width=0).opts(
@@ -696,6 +698,11 @@ class AttractorsPanel(pn.viewable.Viewer):
                     self.lyap_plot.object = self._lyap_dmap()
                 else:
                     self.lyap_pipe.send((r, ref))
+                # drawn anew for each result (a handful of curves, once per computation)
+                self.lyap_convergence.object = plots.lyapunov_convergence_plot(r).opts(
+                    hv.opts.Curve(line_width=1.5, tools=["hover"]),
+                    hv.opts.NdOverlay(responsive=True, height=240, legend_position="right",
+                                      title="Running estimate (convergence)"))
             if r is None:
                 self.lyap_text.object = LYAP_PROMPT
             else:

@@ -317,6 +317,19 @@ def lyapunov_plot(result, reference=None) -> hv.Bars:
         show_legend=True)
 
 
+def lyapunov_convergence_plot(result) -> hv.NdOverlay:
+    """The running estimate of each exponent against the averaging time: a spectrum is only
+    as good as these curves are flat at the end."""
+    unit = "iterations" if result is not None and result.kind == "map" else "time"
+    t_dim = hv.Dimension("t", label=f"averaging {unit}")
+    if result is None or result.history is None:
+        return hv.NdOverlay({"λ1": hv.Curve([], t_dim, "estimate")}, kdims="exponent")
+    t = result.history_time.numpy()
+    h = result.history.numpy()                                        # (C, k)
+    return hv.NdOverlay({f"λ{i + 1}": hv.Curve((t, h[:, i]), t_dim, hv.Dimension("estimate", label="λ"))
+                         for i in range(h.shape[1])}, kdims="exponent")
+
+
 def orbit_points(result, variables=()) -> hv.Points:
     """The orbit diagram as points (parameter value, recorded coordinate), axes labelled
     with the parameter's and the coordinate's names."""

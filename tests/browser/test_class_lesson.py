@@ -3,6 +3,7 @@ views fitted to each new system, the 3D view, the orbit diagram's box zoom; and 
 lesson across both pages with zero console errors."""
 
 import re
+import time
 
 import pytest
 
@@ -142,3 +143,23 @@ def test_scripted_lesson_has_zero_console_errors_and_server_tracebacks(open_page
         f.seek(start)
         text = f.read().decode(errors="replace")
     assert "Traceback" not in text, text[text.find("Traceback"):][:2000]
+
+
+def test_closing_a_tab_in_live_mode_stops_sending(browser, app_url):
+    """A tab closed while its animation runs: the server stops that session's frames at once
+    (it used to log about 10,000 'Failed sending message' lines)."""
+    from .conftest import Page
+    log = ROOT / ".browser-server.log"
+    start = log.stat().st_size
+    p = Page(browser, app_url)
+    p.wait_status("computed in")
+    p.page.get_by_role("button", name="▶ Run").click()
+    p.page.get_by_text("running:", exact=False).first.wait_for(timeout=10_000)
+    p.page.wait_for_timeout(1500)
+    p.close()
+    time.sleep(6)                                  # the session lingers up to a few seconds
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    assert text.count("Failed sending") <= 2, text.count("Failed sending")
+    assert "Traceback" not in text

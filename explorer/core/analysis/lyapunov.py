@@ -43,6 +43,9 @@ class LyapunovResult:
         kaplan_yorke_dimension: of ``exponents`` (a float, or a (P,) tensor for a sweep).
         averaging_time: time (flows) or iterations (maps) each member was averaged over.
         diverged: (B,) members that left the bound (excluded from the mean).
+        history_time: (C,) averaging time at up to ~100 points of the run; ``history``:
+            (C, k) the running estimate then (mean over the bounded members): how the
+            spectrum converged. None for a sweep.
     """
 
     exponents: torch.Tensor
@@ -55,6 +58,8 @@ class LyapunovResult:
     params: dict[str, Any]
     kind: str
     sweep: bool = False
+    history_time: torch.Tensor | None = None
+    history: torch.Tensor | None = None
 
     @property
     def status(self) -> str:
@@ -199,6 +204,10 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     total = transient + steps
     eye = torch.eye(D, k, dtype=dtype, device=x.device).expand(B, D, k)
     done = averaged = 0
+    chunks = -(-steps // renorm_every)
+    record_every = max(1, chunks // 100)          # chunks between points of the running estimate
+    hist_t: list[float] = []
+    hist: list[torch.Tensor] = []
     with torch.inference_mode():                      # no autograd bookkeeping per op
         while done < total:
             if stop is not None and stop.is_set():
@@ -217,6 +226,11 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
             if done + n > transient:        # a chunk reaching past the transient counts whole
                 log_sum = log_sum + torch.log(diag.clamp_min(1e-300))
                 averaged += n
+                if not sweep and ((averaged // renorm_every) % record_every == 0 or done + n >= total):
+                    run = torch.sort(log_sum[ok] / (averaged * dt), dim=-1, descending=True)[0]
+                    if run.shape[0]:
+                        hist_t.append(averaged * dt)
+                        hist.append(run.mean(0))
             done += n
             if progress is not None:
                 progress(done / total)
@@ -243,4 +257,6 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     return LyapunovResult(exponents=exps.cpu(), stderr=stderr.cpu(), per_member=per.cpu(),
                           kaplan_yorke_dimension=ky, averaging_time=float(elapsed),
                           diverged=(~ok).cpu(), system=system.name, params=dict(system.params),
-                          kind=system.kind, sweep=sweep)
+                          kind=system.kind, sweep=sweep,
+                          history_time=torch.tensor(hist_t, dtype=dtype) if hist else None,
+                          history=torch.stack(hist).cpu() if hist else None)
