@@ -52,6 +52,9 @@ MAX_DISPLAY_POINTS = int(_env_float("EXPLORER_APP_MAX_POINTS", 2_000_000))
 MAX_APP_WORK = _env_float("EXPLORER_APP_MAX_WORK", 2e9)
 #: number of trajectories the page allows
 MAX_TRAJECTORIES = 100_000
+#: torch threads of the simulation jobs: the process default, read at import (a new thread
+#: starts with the count another thread set last, so every job sets its own)
+SIMULATION_THREADS = torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,8 @@ class AttractorController(param.Parameterized):
             return _attractor_data(sys_, traj, color_by, time.perf_counter() - t0, device)
 
         # the simulation keeps every core: the native backend parallelises over trajectories
-        self._submit("attractor", work, f"simulating {sys_.title or sys_.name}", threads=None)
+        self._submit("attractor", work, f"simulating {sys_.title or sys_.name}",
+                     threads=SIMULATION_THREADS)
 
     #: trajectories used for the Poincaré section (the first ones of the ensemble)
     SECTION_MEMBERS = 64
@@ -470,7 +474,7 @@ class AttractorController(param.Parameterized):
                 threads: int | None = 1) -> None:
         """Run ``fn`` off the UI thread; ``quiet`` jobs (follow-ups) leave the status line alone.
 
-        ``threads``: torch threads of the job's thread (None: the process default). Analyses
+        ``threads``: torch threads of the job's thread (None: leave as it is). Analyses
         make thousands of small tensor calls; with two threads each one waits at an OpenMP
         barrier, for seconds in all when the other core is busy (a served page always has
         other work): a Lyapunov spectrum took 7-30 s in the page against 1-2 s alone."""

@@ -54,7 +54,8 @@ def load_extensions() -> None:
 
     hv.extension("bokeh", logo=False)
     hv.renderer("bokeh").webgl = False
-    pn.extension("katex", notifications=False)
+    # a spinner from the first byte of the page until its plots are ready (no blank page)
+    pn.extension("katex", notifications=False, global_loading_spinner=True)
     _extensions_loaded = True
 
 
