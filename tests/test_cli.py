@@ -94,7 +94,7 @@ def test_lyapunov_custom_flow():
     (("simulate", "lorenz63", "--out", "/no/such/dir/x.npz"), "does not exist"),
     (("simulate", "lorenz63", "--batch", "1000000000", "--out", "x.npz"), "limit"),
     (("simulate", "lorenz63", "--steps", "-5", "--out", "x.npz"), "steps"),
-    (("simulate", "--flow", "dx/dt = x +* 2", "--out", "x.npz"), "position"),
+    (("simulate", "--flow", "dx/dt = x +* 2", "--out", "x.npz"), "line 1, column 12"),
     (("simulate", "--flow", "dx/dt = rh0*x", "--param", "rho=1", "--out", "x.npz"), "rh0"),
     (("simulate", "--map", "dx/dt = x", "--out", "x.npz"), "flow"),
     (("simulate", "lorenz63", "--x0", "1,2", "--out", "x.npz"), "dimension 3"),
