@@ -27,6 +27,31 @@ def create_app():
     raise AssertionError(page)  # pragma: no cover - every key of PAGES is handled above
 
 
+class _DisconnectFilter:
+    """A tab closed while the server was writing to it is not an error of the app: tornado
+    and asyncio log it with a traceback (``WebSocketClosedError``, ``StreamClosedError``);
+    it becomes one plain line."""
+
+    NAMES = ("WebSocketClosedError", "StreamClosedError")
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage() if exc is None else ""
+        if (exc is not None and type(exc).__name__ in self.NAMES) or any(n in text for n in self.NAMES):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a browser tab closed while a message was being sent to it (ignored)", (), None, None)
+            record.levelname, record.levelno = "INFO", 20
+        return True
+
+
+def _quiet_disconnects() -> None:
+    import logging
+
+    for name in ("tornado.application", "asyncio", "bokeh.server.protocol_handler",
+                 "bokeh.server.views.ws"):
+        logging.getLogger(name).addFilter(_DisconnectFilter())
+
+
 def serve(port: int = 5006, address: str = "localhost", show: bool = False) -> None:
     """Serve the app at ``http://<address>:<port>/explorer`` (blocking).
 
@@ -37,6 +62,7 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False) -> N
 
     from .views.attractors import warm_up
 
+    _quiet_disconnects()
     try:
         seconds = warm_up()
         logging.getLogger(__name__).info("warmed up in %.1f s", seconds)

@@ -156,6 +156,7 @@ class AttractorController(param.Parameterized):
         self.auto = auto
         self._custom_cache: tuple[str, str, DynamicalSystem] | None = None
         self._after_attractor: list[str] = []
+        self._job_threads: dict[str, int | None] = {}
         self._suspend = 0
         if not self.device:
             self.device = str(default_device())
@@ -488,8 +489,20 @@ class AttractorController(param.Parameterized):
             return fn(stop=stop, progress=progress)
 
         self.jobs.submit(key, run, label=label)
+        self._job_threads[key] = threads
         if not quiet:
-            self.status = f"{label} on {describe_device(self._device())} ..."
+            self.status = f"{label} on {self._job_device(key)} ..."
+
+    def _job_device(self, key: str | None = None) -> str:
+        """The device a job runs on, with its thread count on the CPU."""
+        dev = self._device()
+        if key is None:
+            running = [j for j in self.jobs.running() if j.key != "section"]
+            key = running[-1].key if running else None
+        n = self._job_threads.get(key) if key is not None else None
+        if dev.type != "cpu" or not n:
+            return describe_device(dev)
+        return f"cpu ({n} thread{'' if n == 1 else 's'})"
 
     def _error(self, key: str, message: str) -> None:
         self.errors = {**self.errors, key: message}
@@ -525,7 +538,9 @@ class AttractorController(param.Parameterized):
             running = [j for j in self.jobs.running() if j.key != "section"]
             if running:
                 j = running[-1]
-                self.status = f"{j.label} on {describe_device(self._device())}: {j.progress:.0%}"
+                # in 5 % steps: every new status text is a document patch (and Panel's busy
+                # indicator) on the UI thread, which the jobs' threads then wait for
+                self.status = f"{j.label} on {self._job_device()}: {int(j.progress * 20) * 5}%"
         return done
 
     def wait(self, timeout: float = 60.0) -> list[Done]:

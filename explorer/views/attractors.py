@@ -67,6 +67,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         self._building = False
         self._frame_pending, self._frame_sent = False, 0.0
         self._was_connected = False
+        self._sync_pending = False
+        self._slider_key = None
         self._drag, self._drag_applied, self._drag_seen = (0.0, 0.0), 0.0, (0.0, 0.0)
         self._make_widgets()
         self._make_plots()
@@ -86,7 +88,7 @@ class AttractorsPanel(pn.viewable.Viewer):
             if query:
                 ctrl.apply_query(query, compute=False)
             ctrl.param.watch(self._push_url, "query_version")
-        self._sync_widgets()
+        self._sync_widgets_now()
         self._on_classroom()
         self._on_preset()
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
@@ -331,6 +333,9 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
+        # shown while they hold a result (wrappers: toggling a HoloViews pane upsets Panel)
+        self.orbit_box = pn.Column(self.orbit_plot, sizing_mode="stretch_width", visible=False)
+        self.section_box = pn.Column(self.section_plot, sizing_mode="stretch_width", visible=False)
 
     def _lyap_dmap(self) -> hv.DynamicMap:
         return hv.DynamicMap(lambda data: plots.lyapunov_plot(*(data or (None, None))),
@@ -448,8 +453,8 @@ class AttractorsPanel(pn.viewable.Viewer):
             "lyapunov": pn.Column(w.b_lyap, w.lyap_text, w.lyap_box, sizing_mode="stretch_width"),
             "orbit": pn.Column(pn.Row(w.w_orbit_param, w.w_orbit_var, w.w_orbit_lo, w.w_orbit_hi),
                                pn.Row(w.b_orbit, w.b_orbit_back, sizing_mode="stretch_width"),
-                               w.orbit_text, w.orbit_plot, sizing_mode="stretch_width"),
-            "section": pn.Column(pn.Row(w.w_sec_var, w.w_sec_val), w.section_text, w.section_plot,
+                               w.orbit_text, w.orbit_box, sizing_mode="stretch_width"),
+            "section": pn.Column(pn.Row(w.w_sec_var, w.w_sec_val), w.section_text, w.section_box,
                                  sizing_mode="stretch_width"),
             "fixed": pn.Column(w.b_fixed, w.fixed_table, sizing_mode="stretch_width"),
         }
@@ -479,6 +484,16 @@ class AttractorsPanel(pn.viewable.Viewer):
 
     # ================================================================ sync widgets <- controller
     def _sync_widgets(self) -> None:
+        """Bring the widgets in line with the controller, once per burst of changes (a preset
+        changes the system and a dozen settings; each full sync rebuilds the sliders)."""
+        if self._doc is None or self._doc.session_context is None:
+            self._sync_widgets_now()
+        elif not self._sync_pending:
+            self._sync_pending = True
+            self._doc.add_next_tick_callback(self._sync_widgets_now)
+
+    def _sync_widgets_now(self) -> None:
+        self._sync_pending = False
         c = self.controller
         self._building = True
         try:
@@ -535,11 +550,20 @@ class AttractorsPanel(pn.viewable.Viewer):
     def _build_sliders(self) -> None:
         c = self.controller
         if c.system == CUSTOM:
+            self._slider_key = None
             self.params_box.objects = [pn.pane.Markdown("*Parameters of a custom system are set in "
                                                         "the Custom system card below.*")]
             return
+        specs = c.param_specs()
+        key = tuple((p.name, p.low, p.high, p.integer) for p in specs)
+        if key == self._slider_key:                    # same sliders: new values only
+            for spec, s in zip(specs, self.params_box.objects):
+                v = c.values.get(spec.name, spec.default)
+                s.value = int(v) if spec.integer else float(v)
+            return
+        self._slider_key = key
         sliders = []
-        for spec in c.param_specs():
+        for spec in specs:
             value = c.values.get(spec.name, spec.default)
             label = param_label(spec.name)
             if spec.integer:
@@ -640,10 +664,20 @@ class AttractorsPanel(pn.viewable.Viewer):
                 else:
                     self._show_drawing(d.value)
 
+    #: UI tick period (ms): live animation, and otherwise (progress of jobs; finished jobs
+    #: are collected at once through ``_schedule_poll``, not by the tick)
+    TICK_LIVE_MS, TICK_IDLE_MS = 25, 250
+
     def _ensure_tick(self) -> None:
-        """Run the 25 Hz UI tick while something is computing or playing (stops itself)."""
+        """Run the UI tick while something is computing or playing (it stops itself): 40 Hz
+        for live mode, 4 Hz for progress (every tick holds the event loop the jobs' threads
+        need for the GIL)."""
+        live = self._live is not None and self._live.playing
+        period = self.TICK_LIVE_MS if live else self.TICK_IDLE_MS
         if self._periodic is None or not self._periodic.running:
-            self._periodic = pn.state.add_periodic_callback(self._tick, period=25, start=True)
+            self._periodic = pn.state.add_periodic_callback(self._tick, period=period, start=True)
+        elif self._periodic.period != period:
+            self._periodic.period = period
 
     def _connected(self) -> bool:
         """False once the browser tab has gone (its session may live on a few seconds more)."""
@@ -665,6 +699,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         busy = self.controller.jobs.running() or self.render_jobs.running()
         if not live and not busy and self._periodic is not None:
             self._periodic.stop()
+        elif not live and self._periodic is not None and self._periodic.period != self.TICK_IDLE_MS:
+            self._periodic.period = self.TICK_IDLE_MS
 
     def _on_result(self, *events) -> None:
         for event in events:
@@ -718,8 +754,10 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self.lyap_text.object = txt
         elif name == "orbit":
             r = c.orbit
-            _reset_ranges(self._orbit_raster)
-            self.orbit_pipe.send(r)
+            self.orbit_box.visible = r is not None       # hidden, not redrawn empty
+            if r is not None:
+                _reset_ranges(self._orbit_raster)
+                self.orbit_pipe.send(r)
             self._mark_orbit()
             self.b_orbit_back.disabled = not c.orbit_history
             if r is None:
@@ -732,7 +770,9 @@ class AttractorsPanel(pn.viewable.Viewer):
                                           + (f" ⚠ diverged for {nd} values (not drawn)." if nd else ""))
         elif name == "section":
             s = c.section
-            self.section_pipe.send(None if s is None else (s, c.attractor.variables))
+            self.section_box.visible = s is not None
+            if s is not None:
+                self.section_pipe.send((s, c.attractor.variables))
             if s is None:
                 self.section_text.object = NO_SECTION if self._kind() == "map" else ""
             else:
@@ -751,10 +791,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         in a worker thread; the UI thread only hands the result to the plot."""
         c = self.controller
         data = c.attractor
-        if data is None:
-            self._pts = None
-            self.pipe.send(None)
-            self.image_pipe.send(None)
+        if data is None:                 # the next attractor replaces this drawing (and fits
+            self._pts = None             # its view); clearing first costs two re-renders
             return
         axes = self._axes(data.variables)
         view, az, el = c.view, c.azimuth, c.elevation

@@ -92,6 +92,8 @@ class Page:
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # the page must load nothing from outside the server (offline classrooms)
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
         self.page.goto(url)
         self.page.wait_for_selector("canvas", timeout=60_000)
 

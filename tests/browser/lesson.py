@@ -110,11 +110,14 @@ def drag(page, canvas, frac_from=(0.5, 0.5), frac_to=(0.7, 0.6), steps: int = 10
     page.mouse.up()
 
 
-def orbit_range(page) -> tuple[float, float]:
-    text = page.get_by_text("values (", exact=False).first.inner_text()
-    m = re.search(r"∈ \[([-\d.e+]+), ([-\d.e+]+)\]", text)
-    assert m, text
-    return float(m.group(1)), float(m.group(2))
+def orbit_range(page) -> tuple[float, float] | None:
+    """The orbit diagram's range as its caption states it (None until it shows one)."""
+    found = page.get_by_text("values (", exact=False)
+    for i in range(found.count()):
+        m = re.search(r"∈ \[([-\d.e+]+), ([-\d.e+]+)\]", found.nth(i).inner_text())
+        if m:
+            return float(m.group(1)), float(m.group(2))
+    return None
 
 
 def run_lesson(new_page, base_url: str, *, train_seconds: float = 20.0) -> dict:
@@ -160,8 +163,7 @@ def run_lesson(new_page, base_url: str, *, train_seconds: float = 20.0) -> dict:
         .select_option(label="Route to chaos in the logistic map")
     wait_for(page, lambda: system_select(page).input_value() == "Logistic map", "the logistic map")
     page.get_by_text("Orbit diagram", exact=True).click()
-    wait_for(page, lambda: page.get_by_text("values (", exact=False).count(), "the orbit diagram", 120)
-    before = orbit_range(page)
+    before = wait_for(page, lambda: orbit_range(page), "the orbit diagram", 120)
     canvases = page.locator("canvas")
     orbit_canvas = max((canvases.nth(i) for i in range(canvases.count()) if canvases.nth(i).is_visible()),
                        key=lambda c: c.bounding_box()["y"])

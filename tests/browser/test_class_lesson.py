@@ -106,8 +106,7 @@ def test_orbit_diagram_box_zoom_by_real_drag_and_back(open_page):
     p = open_page("?preset=logistic-route")
     page = p.page
     page.get_by_text("Orbit diagram", exact=True).click()
-    lesson.wait_for(page, lambda: page.get_by_text("values (", exact=False).count(), "the orbit diagram", 120)
-    before = lesson.orbit_range(page)
+    before = lesson.wait_for(page, lambda: lesson.orbit_range(page), "the orbit diagram", 120)
     assert before == (2.8, 4.0)
     canvases = page.locator("canvas")
     orbit = max((canvases.nth(i) for i in range(canvases.count()) if canvases.nth(i).is_visible()),
