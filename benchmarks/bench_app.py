@@ -116,7 +116,7 @@ def run(changes: int, seconds: float) -> dict:
             page.goto(url)
             page.wait_for_selector("canvas", timeout=60_000)
             status = _wait_status(page, "computed in")
-            assert "1,001,000 points" in status, status
+            assert "1,000 trajectories × 1,001 samples" in status, status
             page.wait_for_timeout(1000)
             # --- latency: rho alternates over values near 28 (each a new computation)
             lat, server_ms = [], []

@@ -112,7 +112,10 @@ def attractor_points(data, axes, *, view="2D", azimuth=30.0, elevation=20.0) -> 
     c = np.where(np.isfinite(c), c, np.nanmin(c) if c.size and np.isfinite(c).any() else 0.0)
     # points are coloured by rank (histogram-equalised, as the dense image): the colour bar's
     # ticks (color_ticks) say which value each rank stands for
-    return {"u": u, "v": v, "c": c, "rank": equalize(c), "ticks": color_ticks(c), "labels": labels}
+    out = {"u": u, "v": v, "c": c, "labels": labels}
+    if u.size <= DENSE_POINTS:      # drawn as points (a dense cloud is ranked per pixel instead)
+        out.update(rank=equalize(c), ticks=color_ticks(c))
+    return out
 
 
 def color_ticks(values: np.ndarray, n: int = 5, sample: int = 65536) -> dict[float, str]:
