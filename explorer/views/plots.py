@@ -65,8 +65,7 @@ def project(x: np.ndarray, variables, axes, *, view: str = "2D", azimuth: float 
 def projection_label(azimuth: float, elevation: float) -> str:
     """What the axes of the 3D view are: a rotated projection, not two variables (the triad
     in the plot shows where each variable points)."""
-    return (f"3D projection, azimuth {azimuth:.0f}°, elevation {elevation:.0f}° "
-            "(drag to rotate; the axes' units are those of the data)")
+    return f"3D projection, azimuth {azimuth:.0f}°, elevation {elevation:.0f}° (drag to rotate)"
 
 
 def empty_triad() -> hv.Overlay:
