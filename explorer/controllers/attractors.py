@@ -485,7 +485,8 @@ class AttractorController(param.Parameterized):
 
         def run(stop, progress):
             if threads is not None:
-                torch.set_num_threads(threads)          # this worker thread only (OpenMP)
+                torch.set_num_threads(threads)   # set per job: a new thread starts with the
+                                                 # count some other thread set last
             return fn(stop=stop, progress=progress)
 
         self.jobs.submit(key, run, label=label)
@@ -499,10 +500,7 @@ class AttractorController(param.Parameterized):
         if key is None:
             running = [j for j in self.jobs.running() if j.key != "section"]
             key = running[-1].key if running else None
-        n = self._job_threads.get(key) if key is not None else None
-        if dev.type != "cpu" or not n:
-            return describe_device(dev)
-        return f"cpu ({n} thread{'' if n == 1 else 's'})"
+        return describe_device(dev, self._job_threads.get(key) if key is not None else None)
 
     def _error(self, key: str, message: str) -> None:
         self.errors = {**self.errors, key: message}

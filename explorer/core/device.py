@@ -81,13 +81,14 @@ def available_devices() -> list[str]:
     return names
 
 
-def describe_device(dev: torch.device | None = None) -> str:
-    """A short human-readable name, e.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100)"``."""
+def describe_device(dev: torch.device | None = None, threads: int | None = None) -> str:
+    """A short human-readable name, e.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100)"``;
+    ``threads``: the CPU thread count to state (default: the calling thread's)."""
     dev = dev or default_device()
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
-    n = torch.get_num_threads()
+    n = torch.get_num_threads() if threads is None else int(threads)
     return f"{dev.type} ({n} thread{'' if n == 1 else 's'})"
 
 
