@@ -333,9 +333,8 @@ class AttractorsPanel(pn.viewable.Viewer):
         self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(linked_axes=False, object=sec_dm, sizing_mode="stretch_width", min_height=380)
-        # shown while they hold a result (wrappers: toggling a HoloViews pane upsets Panel)
-        self.orbit_box = pn.Column(self.orbit_plot, sizing_mode="stretch_width", visible=False)
-        self.section_box = pn.Column(self.section_plot, sizing_mode="stretch_width", visible=False)
+        self.orbit_box = pn.Column(self.orbit_plot, sizing_mode="stretch_width")
+        self.section_box = pn.Column(self.section_plot, sizing_mode="stretch_width")
 
     def _lyap_dmap(self) -> hv.DynamicMap:
         return hv.DynamicMap(lambda data: plots.lyapunov_plot(*(data or (None, None))),
@@ -754,10 +753,8 @@ class AttractorsPanel(pn.viewable.Viewer):
                 self.lyap_text.object = txt
         elif name == "orbit":
             r = c.orbit
-            self.orbit_box.visible = r is not None       # hidden, not redrawn empty
-            if r is not None:
-                _reset_ranges(self._orbit_raster)
-                self.orbit_pipe.send(r)
+            _reset_ranges(self._orbit_raster)
+            self.orbit_pipe.send(r)
             self._mark_orbit()
             self.b_orbit_back.disabled = not c.orbit_history
             if r is None:
@@ -770,9 +767,7 @@ class AttractorsPanel(pn.viewable.Viewer):
                                           + (f" ⚠ diverged for {nd} values (not drawn)." if nd else ""))
         elif name == "section":
             s = c.section
-            self.section_box.visible = s is not None
-            if s is not None:
-                self.section_pipe.send((s, c.attractor.variables))
+            self.section_pipe.send(None if s is None else (s, c.attractor.variables))
             if s is None:
                 self.section_text.object = NO_SECTION if self._kind() == "map" else ""
             else:

@@ -110,6 +110,18 @@ def drag(page, canvas, frac_from=(0.5, 0.5), frac_to=(0.7, 0.6), steps: int = 10
     page.mouse.up()
 
 
+def orbit_canvas(page):
+    """The orbit diagram's canvas: the lowest wide plot on the page (it is shown once the
+    diagram exists, so wait for it)."""
+    def find():
+        canvases = page.locator("canvas")
+        wide = [canvases.nth(i) for i in range(canvases.count())
+                if canvases.nth(i).is_visible() and canvases.nth(i).bounding_box()["width"] > 300]
+        low = max(wide, key=lambda c: c.bounding_box()["y"], default=None)
+        return low if low is not None and low.bounding_box()["y"] > 300 else None
+    return wait_for(page, find, "the orbit diagram's plot", 60)
+
+
 def orbit_range(page) -> tuple[float, float] | None:
     """The orbit diagram's range as its caption states it (None until it shows one)."""
     found = page.get_by_text("values (", exact=False)
@@ -164,10 +176,7 @@ def run_lesson(new_page, base_url: str, *, train_seconds: float = 20.0) -> dict:
     wait_for(page, lambda: system_select(page).input_value() == "Logistic map", "the logistic map")
     page.get_by_text("Orbit diagram", exact=True).click()
     before = wait_for(page, lambda: orbit_range(page), "the orbit diagram", 120)
-    canvases = page.locator("canvas")
-    orbit_canvas = max((canvases.nth(i) for i in range(canvases.count()) if canvases.nth(i).is_visible()),
-                       key=lambda c: c.bounding_box()["y"])
-    drag(page, orbit_canvas, (0.6, 0.1), (0.8, 0.8))
+    drag(page, orbit_canvas(page), (0.6, 0.1), (0.8, 0.8))
     zoomed = wait_for(page, lambda: orbit_range(page) != before and orbit_range(page), "the zoom", 60)
     out["orbit_zoom"] = (before, zoomed)
     back = page.get_by_role("button", name="◀ Back")
