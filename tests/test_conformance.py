@@ -1,4 +1,8 @@
-"""One shared check that every registered system must pass (built-in, and dysts when installed)."""
+"""One shared check that every registered system must pass (built-in, and dysts when installed).
+
+SDEs take the same checks on their drift (``rhs``, whose Jacobian is checked against
+autograd) and further ones on their diffusion ``g`` (shape, dtype, batching, parameter
+broadcasting, Milstein's derivative against autograd)."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import pytest
 import torch
 
 from explorer.core.registry import system_class, system_names
-from explorer.core.system import Flow, Map
+from explorer.core.system import SDE, Flow, Map
 
-NAMES = system_names()
+NAMES = system_names(stochastic=None)
+SDES = [n for n in NAMES if system_class(n).stochastic]
 
 
 def _states(sys, batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -23,8 +28,10 @@ def _states(sys, batch: int, gen: torch.Generator) -> torch.Tensor:
 def test_metadata(name):
     cls = system_class(name)
     sys = cls()
-    assert isinstance(sys, (Flow, Map))
-    assert sys.kind in ("flow", "map")
+    assert isinstance(sys, (Flow, Map, SDE))
+    assert sys.kind in ("flow", "map", "sde")
+    assert sys.is_map == isinstance(sys, Map) and sys.stochastic == isinstance(sys, SDE)
+    assert sys.default_solver in sys.solver_names()
     assert sys.dim == len(sys.variables) == len(sys.default_x0) >= 1
     assert sys.title and sys.latex and sys.description
     assert sys.default_dt > 0
@@ -77,3 +84,32 @@ def test_parameter_sweep_broadcasts(name):
         single = cls(**{p.name: float(values[i])}).f(x[i])
         torch.testing.assert_close(fx[i], single)
     assert math.isfinite(float(fx.abs().sum()))
+
+
+@pytest.mark.parametrize("name", SDES)
+def test_sde_diffusion_shapes_batching_and_derivative(name):
+    gen = torch.Generator().manual_seed(0)
+    sys = system_class(name)()
+    x = _states(sys, 7, gen)                      # (B, D)
+    g = sys.g(x)
+    want = (7, sys.dim) if sys.noise == "diagonal" else (7, sys.dim, sys.n_noises)
+    assert g.shape == want and g.dtype == torch.float64 and torch.isfinite(g).all()
+    assert sys.g(x.float()).dtype == torch.float32
+    for b in (0, 3):
+        torch.testing.assert_close(sys.g(x[b]), g[b])
+    if sys.additive:
+        torch.testing.assert_close(g, sys.g(x.flip(0)))   # the same everywhere
+    if sys.noise == "diagonal":
+        p = sys.bind(x)
+        ref = torch.diagonal(torch.func.vmap(torch.func.jacrev(sys.g))(x), dim1=-2, dim2=-1)
+        torch.testing.assert_close(sys.diffusion_derivative(x, p), ref, rtol=1e-7, atol=1e-9)
+    # parameters broadcast in the diffusion as in the drift
+    cls = type(sys)
+    for p in [q for q in cls.parameters if not q.integer and q.high > q.low]:
+        values = torch.linspace(max(p.low, p.default - 0.01 * (p.high - p.low)), p.default, 4,
+                                dtype=torch.float64)
+        swept = cls(**{p.name: values})
+        xs = sys.initial_state().expand(4, -1) + 0.1
+        gs = swept.g(xs)
+        for i in range(4):
+            torch.testing.assert_close(gs[i], cls(**{p.name: float(values[i])}).g(xs[i]))

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from explorer.core.registry import get_system, system_class, system_names
+from explorer.core.simulate import simulate
 
-BUILTINS = system_names("builtin", dysts=False)
-FLOWS = [n for n in BUILTINS if system_class(n).kind == "flow"]
-MAPS = [n for n in BUILTINS if system_class(n).kind == "map"]
+BUILTINS = system_names("builtin", dysts=False)          # deterministic: flows and maps
+FLOWS = [n for n in BUILTINS if system_class(n).continuous_time]
+MAPS = [n for n in BUILTINS if system_class(n).is_map]
+SDES = system_names("builtin", dysts=False, stochastic=True)
 
 REQUIRED_FLOWS = (
     "lorenz63", "rossler", "chen", "lu", "thomas", "halvorsen", "aizawa", "dadras",
@@ -19,6 +21,8 @@ REQUIRED_FLOWS = (
     "double_pendulum", "henon_heiles", "rabinovich_fabrikant", "genesio_tesi", "rucklidge",
     "shimizu_morioka", "arneodo", "burke_shaw", "lorenz84", "hindmarsh_rose",
 )
+REQUIRED_SDES = ("ornstein_uhlenbeck", "rotating_ou", "rotating_double_well",
+                 "geometric_brownian_motion")
 REQUIRED_MAPS = (
     "henon", "logistic", "ikeda", "tinkerbell", "lozi", "standard_map", "clifford", "de_jong",
     "gingerbreadman", "duffing_map", "bogdanov", "zaslavsky", "gauss_map", "kaplan_yorke",
@@ -55,9 +59,12 @@ def test_library_size_and_required_names():
         assert name in MAPS, name
     sprott = [n for n in FLOWS if n.startswith("sprott_")]
     assert len(sprott) >= 4
+    for name in REQUIRED_SDES:
+        assert name in SDES, name
+    assert not set(SDES) & set(BUILTINS)
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", BUILTINS + SDES)
 def test_metadata_is_complete(name):
     cls = system_class(name)
     sys = cls()
@@ -65,7 +72,7 @@ def test_metadata_is_complete(name):
     assert cls.citation and cls.title
     assert 20 <= len(cls.description) <= 600
     assert cls.bound > 0
-    if sys.kind == "flow":
+    if sys.continuous_time:
         assert sys.default_dt < 1.0
         assert cls.period is None or cls.period > sys.default_dt
     for p in cls.parameters:
@@ -73,7 +80,7 @@ def test_metadata_is_complete(name):
     ref = cls.lyapunov_reference
     if ref is not None:
         assert all(math.isfinite(v) for v in ref.exponents)
-        if sys.kind == "flow":  # every autonomous chaotic flow has a zero exponent
+        if sys.continuous_time:  # every autonomous chaotic flow has a zero exponent
             assert 0.0 in ref.exponents
         if ref.params:
             for k in ref.params:
@@ -111,6 +118,15 @@ def test_map_defaults_stay_bounded(name):
             if i % 500 == 499:
                 assert torch.isfinite(x).all(), f"{name} diverged after {i + 1} steps"
                 assert x.abs().max().item() < sys.bound, name
+
+
+@pytest.mark.parametrize("name", SDES)
+def test_sde_defaults_stay_bounded(name):
+    """A short seeded Euler-Maruyama run from the defaults stays finite and inside the bound."""
+    sys = get_system(name)
+    tr = simulate(sys, batch=BATCH, steps=2000, save_every=100, seed=1)
+    assert tr.status == "ok" and torch.isfinite(tr.x).all(), name
+    assert tr.x.abs().max().item() < sys.bound
 
 
 def test_lorenz96_dimension_is_structural():

@@ -73,8 +73,9 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
+from .autodiff import jacobian as autodiff_jacobian
 from .errors import EquationError, ParameterError
-from .system import DynamicalSystem, Flow, Map, Param, autograd_jacobian
+from .system import KINDS, DynamicalSystem, Param
 
 __all__ = ["parse_system", "parse_equations", "validate_equations", "ParsedEquations",
            "Equation", "FUNCTIONS", "CONSTANTS", "MAX_CHARS", "MAX_DEPTH",
@@ -1006,7 +1007,8 @@ class _CustomSystem(DynamicalSystem):
             x = x.expand(*batch, x.shape[-1]).contiguous()
         if not self._program.uses_state:
             return x.new_zeros(*batch, self.dim, self.dim)
-        return autograd_jacobian(lambda z: self.rhs(z, p), x)
+        # one forward and one backward pass over D copies of the batch (explorer.core.autodiff)
+        return autodiff_jacobian(lambda z: self.rhs(z, p), x)
 
     def __reduce__(self):
         return (_rebuild, (dict(self._spec), dict(self.params)))
@@ -1030,12 +1032,12 @@ def _build_class(parsed: ParsedEquations, values: Mapping[str, float], name: str
         bound = max(PARAM_BOUND, 10.0 * abs(v))
         doc = f"user parameter {k}" + ("" if k in parsed.parameters else " (not used by the equations)")
         params.append(Param(k, v, -bound, bound, doc))
-    kind_word = "flow" if parsed.kind == "flow" else "map"
+    kind_word = parsed.kind                   # the parsed syntax: "flow" or "map"
     pv = ", ".join(f"{k} = {v:g}" for k, v in values.items())
     description = (f"Custom {kind_word} entered as equations: "
                    + "; ".join(eq.source for eq in parsed.equations)
                    + (f". Parameters: {pv}." if pv else "."))
-    base = Flow if parsed.kind == "flow" else Map
+    base = KINDS[parsed.kind]
     attrs = {
         "__module__": __name__,
         "__doc__": f"Custom {kind_word}: " + "; ".join(eq.source for eq in parsed.equations),
@@ -1053,7 +1055,7 @@ def _build_class(parsed: ParsedEquations, values: Mapping[str, float], name: str
         "_program": parsed.compile(),
         "_spec": {"text": parsed.text, "params": dict(values), "name": name, "x0": x0, "dt": dt},
     }
-    cls_name = "CustomFlow" if parsed.kind == "flow" else "CustomMap"
+    cls_name = "Custom" + base.__name__
     return type(cls_name, (_CustomSystem, base), attrs)
 
 

@@ -24,6 +24,10 @@ already carry their phase as a state variable), float32 must stay float32, the a
 Jacobian must match central finite differences, and every parameter must accept a ``(B,)``
 sweep tensor. A system failing any check is skipped with a one-line reason.
 
+Jacobians come from :mod:`explorer.core.autodiff` (one forward and one backward pass over
+``D`` copies of the batch), the method the registration check compares with finite
+differences.
+
 Metadata (from dysts's ``chaotic_attractors.json``)
 ---------------------------------------------------
 * ``name``: ``"dysts_" + snake_case(dysts name)`` (``Lorenz`` -> ``dysts_lorenz``,
@@ -55,7 +59,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .system import Flow, LyapunovReference, Param, autograd_jacobian
+from .autodiff import jacobian as autodiff_jacobian
+from .autodiff import jacobian_fn
+from .system import Flow, LyapunovReference, Param
 
 PREFIX = "dysts_"
 LYAPUNOV_SOURCE = "dysts estimate (rough)"
@@ -181,8 +187,13 @@ def _hstack(seq: Any) -> torch.Tensor:
 
 
 def _mm(a: Any, b: Any) -> torch.Tensor:
-    # matrix @ state: contract over the leading (component) axis of b, whatever its batch dims
+    # matrix @ state: contract over the leading (component) axis of b, whatever its batch dims.
+    # Never one plain gemm: for these tiny matrices MKL's threaded gemm costs 10-40 ms a call on
+    # a busy 2-core machine (its OpenMP threads wait on each other), a batched (bmm-style)
+    # product or a multiply-and-sum (also what vmap turns a per-state product into) ~20 us.
     a, b = _t(a), _t(b)
+    if a.ndim == 2 and b.ndim >= 1 and a.shape[1] == b.shape[0] and a.numel() <= 4096:
+        return (a.reshape(*a.shape, *([1] * (b.ndim - 1))) * b).sum(1)
     if a.ndim == 2 and b.ndim > 2:
         return torch.tensordot(a, b, dims=([1], [0]))
     return torch.matmul(a, b)
@@ -343,7 +354,9 @@ class _DystsField:
         if any(c.shape != batch for c in comps) and _bshape(batch, *(c.shape for c in comps)) != batch:
             raise ValueError(f"component shapes {[tuple(c.shape) for c in comps]} do not match "
                              f"the batch {tuple(batch)}")
-        return torch.stack([c.to(x.dtype).expand(batch) for c in comps], -1)
+        # skip no-op casts and expands: each is a dispatched op, and this runs per RK4 stage
+        return torch.stack([c if c.shape == batch and c.dtype == x.dtype
+                            else c.to(x.dtype).expand(batch) for c in comps], -1)
 
     def __call__(self, x: torch.Tensor, p: Mapping[str, Any], t: float = 0.0) -> torch.Tensor:
         tensors = {k: v for k, v in p.items() if isinstance(v, torch.Tensor)}
@@ -420,7 +433,7 @@ def _check_torch(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                 return "single-state evaluation differs from dysts's numpy rhs"
         if f(x.reshape(1, 7, D).expand(2, 7, D)).shape != (2, 7, D):
             return "time-major (T, B, D) batch gives the wrong shape"
-        J = autograd_jacobian(f, x)
+        J = autodiff_jacobian(f, x)  # the method the converted system will use
         h = 1e-6 * (1.0 + x.abs())                                    # (7, D)
         E = torch.eye(D, dtype=x.dtype)
         xp = x.unsqueeze(-2) + E * h.unsqueeze(-1)                    # (7, D, D): row j moves x_j
@@ -550,6 +563,12 @@ def _build(dname: str, dcls: type, meta: Mapping[str, Any]) -> type[Flow]:
     def rhs(self: Flow, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
         return field(x, p)
 
+    jac = jacobian_fn(field)
+
+    def jacobian(self: Flow, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+        # one forward and one backward pass over D copies of the batch (explorer.core.autodiff)
+        return jac(x, p)
+
     attrs = {
         "__module__": __name__,
         "__doc__": f"dysts system {dname}, converted to torch by explorer.core.dysts_adapter.",
@@ -573,6 +592,7 @@ def _build(dname: str, dcls: type, meta: Mapping[str, Any]) -> type[Flow]:
         "dysts_name": dname,
         "fixed_parameters": {k: v.tolist() for k, v in field.arrays.items()},
         "rhs": rhs,
+        "jacobian": jacobian,
         "_field": field,
     }
     attrs["__qualname__"] = "Dysts" + dname

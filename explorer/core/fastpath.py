@@ -136,6 +136,8 @@ def make_soa_chunk(template: DynamicalSystem, solver: str, n_steps: int, record_
     masking as in :func:`explorer.core.simulate._make_chunk`: with a finite ``bound`` the test
     is ``|x_i| <= bound`` alone, which is False for NaN and inf too.
     """
+    if template.stochastic:
+        raise Unsupported("stochastic systems (SDEs) run on eager torch")
     g = component_field(template, dtype)
     finite_bound = math.isfinite(bound)
 

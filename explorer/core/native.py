@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
 __all__ = ["available", "native_stepper", "NativeStepper", "Unsupported", "cache_dir",
-           "SOLVERS"]
+           "SOLVERS", "refusal"]
 
 SOLVERS = ("rk4", "euler", "map")
 """The fixed-step schemes the native backend implements (formulas of :mod:`.solvers`)."""
@@ -1032,6 +1032,7 @@ class NativeStepper:
 _steppers: OrderedDict = OrderedDict()
 _steppers_lock = threading.RLock()
 _key_locks: dict[Any, threading.Lock] = {}
+_refusals: dict[Any, str] = {}                   # key -> why native_stepper gave None
 
 
 def _lock_for(key) -> threading.Lock:
@@ -1094,8 +1095,7 @@ def native_stepper(system: DynamicalSystem, solver: str, dtype: torch.dtype = to
     if not available():
         log.debug("native backend unavailable: %s", _environment().get("reason"))
         return None
-    structural = tuple((p.name, int(system.params[p.name])) for p in system.parameters if p.integer)
-    key = (type(system), structural, solver, dtype, float(system.bound), bool(fma))
+    key = _key(system, solver, dtype, fma)
     with _steppers_lock:
         if key in _steppers:
             _steppers.move_to_end(key)
@@ -1106,13 +1106,15 @@ def native_stepper(system: DynamicalSystem, solver: str, dtype: torch.dtype = to
                 return _steppers[key]
         tag = f"{system.name}/{solver}/{str(dtype).replace('torch.', '')}"
         try:
-            st = _build(system, solver, dtype, structural, bool(fma))
+            st = _build(system, solver, dtype, key[1], bool(fma))
         except Unsupported as e:
             log.debug("native %s unsupported: %s", tag, e)
             st = None
+            _refusals[key] = str(e).splitlines()[0] if str(e) else "unsupported"
         except Exception as e:  # noqa: BLE001  (never let the optional backend break a run)
             log.debug("native %s failed: %s: %s", tag, type(e).__name__, e)
             st = None
+            _refusals[key] = f"build failed ({type(e).__name__})"
         with _steppers_lock:
             _steppers[key] = st
             while len(_steppers) > _MAX_STEPPERS:
@@ -1121,11 +1123,29 @@ def native_stepper(system: DynamicalSystem, solver: str, dtype: torch.dtype = to
     return st
 
 
+def _key(system: DynamicalSystem, solver: str, dtype: torch.dtype, fma: bool = False) -> tuple:
+    structural = tuple((p.name, int(system.params[p.name])) for p in system.parameters if p.integer)
+    return (type(system), structural, solver, dtype, float(system.bound), bool(fma))
+
+
+def refusal(system: DynamicalSystem, solver: str, dtype: torch.dtype = torch.float64, *,
+            fma: bool = False) -> str | None:
+    """Why :func:`native_stepper` gave (or would give) ``None`` for these arguments, in a
+    few words; ``None`` when it gave a stepper or was not asked yet."""
+    if not available():
+        return str(_environment().get("reason") or "disabled (EXPLORER_NATIVE=0)")
+    if system.stochastic:
+        return "stochastic systems (SDEs) are not supported"
+    return _refusals.get(_key(system, solver, dtype, fma))
+
+
 def _build(system: DynamicalSystem, solver: str, dtype: torch.dtype, structural,
            fma: bool) -> NativeStepper:
+    if system.stochastic:
+        raise Unsupported("stochastic systems (SDEs) are not supported")
     if solver not in SOLVERS:
         raise Unsupported(f"solver {solver!r} (native: {', '.join(SOLVERS)})")
-    if (solver == "map") != (system.kind == "map"):
+    if (solver == "map") != system.is_map:
         raise Unsupported(f"solver {solver!r} does not fit a {system.kind}")
     if dtype not in _DTYPES:
         raise Unsupported(f"dtype {dtype}")

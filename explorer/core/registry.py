@@ -1,7 +1,10 @@
 """Name -> class maps for systems: what the CLI lists and the dropdowns show.
 
 Built-in systems register themselves with the :func:`register` decorator when
-:mod:`explorer.core.flows` and :mod:`explorer.core.maps` are imported. The dysts catalogue
+:mod:`explorer.core.flows`, :mod:`explorer.core.maps` and :mod:`explorer.core.sdes` are
+imported. Listings leave stochastic systems (SDEs) out unless asked (``stochastic=``): the
+pages' pickers list deterministic systems until they handle noise; :func:`system_class`
+finds every system. The dysts catalogue
 (optional extra) is added lazily by :func:`load_dysts` the first time a listing asks for it.
 """
 
@@ -44,7 +47,7 @@ def register(cls: type[DynamicalSystem]) -> type[DynamicalSystem]:
 def _ensure_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
-        from . import flows, maps  # noqa: F401  (registration by import)
+        from . import flows, maps, sdes  # noqa: F401  (registration by import)
         _builtins_loaded = True
 
 
@@ -77,15 +80,21 @@ def dysts_status() -> dict[str, object]:
             "skipped": dict(_dysts_state["skipped"])}  # type: ignore[arg-type]
 
 
-def system_names(origin: str | Iterable[str] | None = None, *, dysts: bool = True) -> list[str]:
-    """Registered system names, built-ins first, each group in registration order."""
+def system_names(origin: str | Iterable[str] | None = None, *, dysts: bool = True,
+                 stochastic: bool | None = False) -> list[str]:
+    """Registered system names, built-ins first, each group in registration order.
+
+    ``stochastic``: ``False`` (default) lists deterministic systems (flows and maps) only,
+    ``True`` stochastic ones (SDEs) only, ``None`` all of them.
+    """
     _ensure_builtins()
     if dysts:
         load_dysts()
     origins = {origin} if isinstance(origin, str) else (set(origin) if origin else None)
     order = {"builtin": 0, "dysts": 1, "custom": 2}
     items = [(order.get(c.origin, 3), i, c.name) for i, c in enumerate(_SYSTEMS.values())
-             if origins is None or c.origin in origins]
+             if (origins is None or c.origin in origins)
+             and (stochastic is None or bool(c.stochastic) == stochastic)]
     return [n for *_, n in sorted(items)]
 
 

@@ -8,22 +8,30 @@ other members go on; nothing raises from inside a long run.
 
 Dtypes: float64 by default (accuracy); pass ``dtype=torch.float32`` for speed (rendering,
 large ensembles).
+
+Stochastic systems (:class:`~explorer.core.system.SDE`) are simulated the same way, batched,
+with the Wiener increments drawn step by step from an explicit ``torch.Generator``
+(``generator=`` or ``seed=``; nothing is seeded globally), so a seeded run reproduces bit for
+bit whatever the chunking. They run on eager torch; ``Trajectory.backend`` records the
+backend every run actually used (``"native"``, ``"inductor"`` or ``"eager"``) and
+``Trajectory.backend_note`` why a faster one was refused.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
-from .device import compile_or_eager, default_device
+from .device import _compile_failed, compile_or_eager, default_device
 from .errors import ExplorerError, ParameterError, ShapeError
 from .fastpath import COMPILE_OPTIONS as SOA_COMPILE_OPTIONS, Unsupported, make_soa_chunk
-from .native import native_stepper
+from .native import native_stepper, refusal as native_refusal
 from .limits import check_size
 from .solvers import SOLVERS, dopri5_advance
 from .system import DynamicalSystem
@@ -56,6 +64,12 @@ class Trajectory:
         system: registry name; ``params``: the parameter values used (floats or tensors).
         solver, dt: how it was computed; ``batched`` is False for a single trajectory
             started from a (D,) state, so :attr:`states` gives (T, D).
+        backend: where the steps ran: ``"native"`` (generated C), ``"inductor"``
+            (``torch.compile``) or ``"eager"`` (plain torch).
+        backend_note: why a faster backend was refused or failed (``""`` when none was).
+        seed: the seed of the run's generator when ``simulate`` made it (``seed=`` given,
+            or, for an SDE given neither, drawn fresh and recorded so the run can be
+            repeated); ``None`` when a generator was passed or none was needed.
     """
 
     t: torch.Tensor
@@ -67,6 +81,9 @@ class Trajectory:
     dt: float
     batched: bool = True
     variables: tuple[str, ...] = ()
+    backend: str = "eager"
+    backend_note: str = ""
+    seed: int | None = None
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -181,18 +198,74 @@ def _make_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: 
     return chunk
 
 
+def _make_sde_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: int,
+                    bound: float, noise: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    """As :func:`_make_chunk` for an SDE: ``step(system, p, x, dt, dW)`` with the increments
+    ``dW = noise(x)`` (B, M) drawn once per step for every member (diverged ones too, so
+    the stream of draws never depends on divergence or on how the run is chunked)."""
+
+    def chunk(x, ok, n_ok, dt, params):
+        outs = []
+        for _ in range(n_saves):
+            for _ in range(every):
+                xn = step(template, params, x, dt, noise(x))
+                good = ok & (xn.abs() <= bound).all(-1)
+                x = torch.where(good.unsqueeze(-1), xn, x)
+                n_ok = n_ok + good.to(n_ok.dtype)
+                ok = good
+            outs.append(x)
+        return torch.stack(outs), x, ok, n_ok                       # (S, B, D), ...
+
+    return chunk
+
+
+def _wiener_increments(system: DynamicalSystem, generator: torch.Generator,
+                       dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``noise(x) -> dW`` (B, M): independent N(0, dt) increments from ``generator``, drawn
+    on the generator's device in ``x``'s dtype."""
+    scale = math.sqrt(dt)
+    M = system.n_noises
+
+    def noise(x):
+        z = torch.randn(x.shape[0], M, generator=generator, dtype=x.dtype, device=generator.device)
+        return (z if z.device == x.device else z.to(x.device)) * scale
+
+    return noise
+
+
+def _noise_generator(system: DynamicalSystem, x0, generator: torch.Generator | None,
+                     seed: int | None, device) -> tuple[torch.Generator | None, int | None]:
+    """The explicit generator of a run, and the seed to record (see :func:`simulate`)."""
+    if seed is not None and generator is not None:
+        raise ParameterError("give either generator= or seed=, not both")
+    if seed is None and (generator is not None or not system.stochastic):
+        return generator, None
+    if seed is None:
+        seed = secrets.randbits(63)                   # fresh noise, recorded for a rerun
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"seed must be an integer, got {seed!r}") from e
+    if not 0 <= seed < 2 ** 64:
+        raise ParameterError(f"seed must be in [0, 2**64), got {seed}")
+    dev = torch.device(device) if device is not None else (
+        x0.device if isinstance(x0, torch.Tensor) else default_device())
+    return torch.Generator(device=dev).manual_seed(seed), seed
+
+
 _cache_lock = threading.Lock()
-_compiled: dict[tuple, tuple[str, Callable]] = {}
+_compiled: dict[tuple, tuple[str, Callable, str]] = {}
 
 
 def _compiled_chunk(system: DynamicalSystem, solver: str, n_steps: int, record_every: int,
-                    dtype: torch.dtype) -> tuple[str, Callable]:
+                    dtype: torch.dtype) -> tuple[str, Callable, str]:
     """The compiled ``n_steps`` chunk for this system class, solver and dtype (cached).
 
     Returns ``(layout, fn)``: ``"soa"`` when the field could be split into components
     (vectorised code, see :mod:`explorer.core.fastpath`), else ``"aos"`` (the tensor form).
     Both return the state after every ``record_every``-th step; the caller keeps the
-    recorded ones.
+    recorded ones. The third element is the compilation key (in ``device._compile_failed``
+    once Inductor failed and the chunk runs eagerly).
     """
     structural = tuple((p.name, system.params[p.name]) for p in system.parameters if p.integer)
     key = (type(system), structural, solver, n_steps, record_every, float(system.bound), dtype)
@@ -205,25 +278,28 @@ def _compiled_chunk(system: DynamicalSystem, solver: str, n_steps: int, record_e
                 chunk = make_soa_chunk(template, solver, n_steps, record_every,
                                        float(system.bound), dtype)
                 hit = ("soa", compile_or_eager(chunk, key=tag + "/soa",
-                                               options=SOA_COMPILE_OPTIONS))
+                                               options=SOA_COMPILE_OPTIONS), tag + "/soa")
             except Unsupported as e:
                 log.info("%s: no component form (%s); compiling the tensor form", tag, e)
                 chunk = _make_chunk(template, SOLVERS[solver].step, n_steps // record_every,
                                     record_every, float(system.bound))
-                hit = ("aos", compile_or_eager(chunk, key=tag))
+                hit = ("aos", compile_or_eager(chunk, key=tag), tag)
             _compiled[key] = hit
     return hit
 
 
 def _resolve_solver(system: DynamicalSystem, solver: str | None) -> str:
     if solver is None:
-        return "map" if system.kind == "map" else "rk4"
+        return system.default_solver
     if solver not in SOLVERS:
         raise ParameterError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if SOLVERS[solver].kind != system.kind:
-        ok = [n for n, s in SOLVERS.items() if s.kind == system.kind]
         raise ParameterError(f"solver {solver!r} is for {SOLVERS[solver].kind}s; "
-                             f"{system.title or system.name} is a {system.kind} (use {', '.join(ok)})")
+                             f"{system.title or system.name} is a {system.kind} "
+                             f"(use {', '.join(system.solver_names())})")
+    if solver == "milstein" and system.noise != "diagonal" and not system.additive:
+        raise ParameterError(f"milstein needs diagonal or additive noise; "
+                             f"{system.title or system.name} has general noise (use euler_maruyama)")
     return solver
 
 
@@ -240,12 +316,14 @@ def _check_count(name: str, value, minimum: int = 0) -> int:
 def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float | None = None,
              solver: str | None = None, transient: int = 0, save_every: int = 1,
              batch: int | None = None, generator: torch.Generator | None = None,
+             seed: int | None = None,
              spread: float = 1e-3, dtype: torch.dtype = torch.float64,
              device: torch.device | str | None = None, compile: bool | str | None = None,
              rtol: float = 1e-6, atol: float = 1e-9,
              progress: Callable[[float], None] | None = None,
              stop: threading.Event | None = None) -> Trajectory:
-    """Simulate a flow or iterate a map, batched over initial states and parameter values.
+    """Simulate a flow or an SDE or iterate a map, batched over initial states and parameter
+    values.
 
     Args:
         system: any :class:`DynamicalSystem` (tensor parameters sweep over the batch).
@@ -253,11 +331,17 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
         steps: number of steps recorded after the transient (``T = steps // save_every + 1``).
         dt: time step (flows; default ``system.default_dt``); for ``dopri5`` the output
             spacing is ``dt * save_every`` and the internal steps are adaptive.
-        solver: ``"rk4"`` (default for flows), ``"dopri5"``, ``"euler"``; ``"map"`` for maps.
+        solver: ``"rk4"`` (default for flows), ``"dopri5"``, ``"euler"``; ``"map"`` for maps;
+            ``"euler_maruyama"`` (default for SDEs) or ``"milstein"``
+            (``system.solver_names()`` lists those that fit).
         transient: steps discarded before recording starts.
         save_every: record every k-th step.
         batch: number of trajectories when ``x0`` is a single state (perturbed copies).
-        generator: RNG for the perturbed copies (explicit; nothing is seeded globally).
+        generator: RNG for the perturbed copies and, for SDEs, the Wiener increments
+            (explicit; nothing is seeded globally).
+        seed: instead of ``generator``: a fresh ``torch.Generator`` seeded with it is used.
+            An SDE run given neither draws a fresh seed and records it in
+            ``Trajectory.seed``, so every run can be repeated exactly.
         dtype, device: of the computation (default float64, the session's device).
         compile: how fixed steps run. ``None`` (default) and ``True``: the native backend
             (generated C, :mod:`explorer.core.native`) on the CPU where it supports the
@@ -265,12 +349,14 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
             ``False``: eager torch (the reference); ``"native"`` or ``"inductor"``: only
             that backend (``"native"`` raises :class:`ParameterError` where it cannot run);
             ``"no-inductor"``: native where it applies, else eager (never waits for a build).
-            Every path agrees with eager torch to rounding.
+            Every path agrees with eager torch to rounding. SDEs always run eagerly (for
+            every value; the result's ``backend_note`` says so).
         progress: called with the fraction done; ``stop``: set it to end the run early
             (the result then holds the samples computed so far).
 
     Returns:
-        A :class:`Trajectory` with ``t`` (T,), ``x`` (T, B, D) and the divergence status.
+        A :class:`Trajectory` with ``t`` (T,), ``x`` (T, B, D), the divergence status and
+        the backend used.
     """
     solver = _resolve_solver(system, solver)
     steps = _check_count("steps", steps)
@@ -278,12 +364,8 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
     save_every = _check_count("save_every", save_every, 1)
     if batch is not None:
         batch = _check_count("batch", batch, 1)
-    if system.kind == "map":
-        dt = 1.0
-    else:
-        dt = float(system.default_dt if dt is None else dt)
-        if not math.isfinite(dt) or dt <= 0:
-            raise ParameterError(f"time step dt must be a positive number, got {dt!r}")
+    dt = system.time_step(dt)
+    generator, seed = _noise_generator(system, x0, generator, seed, device)
     x, batched = prepare_initial_states(system, x0, batch=batch, generator=generator,
                                         spread=spread, dtype=dtype, device=device)
     B, D = x.shape
@@ -294,29 +376,53 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
     if solver == "dopri5":
         xs, n_ok_time, done = _run_adaptive(system, x, dt, transient, steps, save_every,
                                             rtol, atol, progress, stop)
+        backend = "eager"
+        note = "" if compile is False else "the adaptive dopri5 solver runs on eager torch"
+    elif system.stochastic:
+        (xs, n_ok_time, done), backend = _run_sde(
+            system, solver, x, dt, transient, steps, save_every, generator, progress, stop), "eager"
+        note = ("" if compile is False else
+                "SDEs run on eager torch (the native and Inductor backends draw no noise yet)")
     else:
-        xs, n_ok_time, done = _run_fixed(system, solver, x, dt, transient, steps, save_every,
-                                         compile, progress, stop)
+        xs, n_ok_time, done, backend, note = _run_fixed(
+            system, solver, x, dt, transient, steps, save_every, compile, progress, stop)
     T = xs.shape[0]
     t = (transient + save_every * torch.arange(T, dtype=torch.float64, device=x.device)) * dt
     return Trajectory(t=t.to(dtype), x=xs, diverged_at=n_ok_time.to(dtype), system=system.name,
                       params=dict(system.params), solver=solver, dt=dt, batched=batched,
-                      variables=tuple(system.variables))
+                      variables=tuple(system.variables), backend=backend, backend_note=note,
+                      seed=seed)
 
 
-def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop):
+def _run_sde(system, solver, x, dt, transient, steps, every, generator, progress, stop):
+    """Fixed-step SDE integration on eager torch (see :func:`_run_fixed`); the noise is
+    drawn from ``generator`` one step at a time."""
+    noise = _wiener_increments(system, generator, dt)
+    return _run_fixed(system, solver, x, dt, transient, steps, every, False, progress, stop,
+                      noise=noise)[:3]
+
+
+def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop, *,
+               noise=None):
     """Fixed-step integration: compiled chunks where asked, eager steps for the rest.
 
     Recorded samples go straight into one preallocated (T, D, B) buffer (the compiled
     component layout), returned as a (T, B, D) view; that single write is the only pass
-    over the output memory.
+    over the output memory. Returns ``(xs, diverged_at, ok, backend, note)``.
+    ``noise`` (SDEs, eager only): the Wiener increment source of :func:`_make_sde_chunk`.
     """
     B, D = x.shape
     dev = x.device
-    if compile not in (False, "inductor") and dev.type == "cpu":
-        stepper = native_stepper(system, solver, x.dtype)
-        if stepper is not None:
-            return _run_native(stepper, system, x, dt, transient, steps, every, progress, stop)
+    note = ""
+    if compile not in (False, "inductor") and noise is None:
+        if dev.type == "cpu":
+            stepper = native_stepper(system, solver, x.dtype)
+            if stepper is not None:
+                return (*_run_native(stepper, system, x, dt, transient, steps, every, progress,
+                                     stop), "native", "")
+            note = f"native backend: {native_refusal(system, solver, x.dtype) or 'unavailable'}"
+        else:
+            note = f"native backend: runs on the CPU only (this run is on {dev.type})"
     if compile == "native":
         raise ParameterError(f"the native backend cannot run {system.title or system.name} with "
                              f"{solver} in {x.dtype} on {dev} (needs gcc, a CPU tensor and "
@@ -332,14 +438,17 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
 
     def eager(n_saves, k):
         if (n_saves, k) not in eager_cache:
-            eager_cache[(n_saves, k)] = _make_chunk(system, step, n_saves, k, float(system.bound))
+            eager_cache[(n_saves, k)] = (
+                _make_chunk(system, step, n_saves, k, float(system.bound)) if noise is None else
+                _make_sde_chunk(system, step, n_saves, k, float(system.bound), noise))
         return eager_cache[(n_saves, k)]
 
     n_fast = COMPILED_STEPS_PER_CALL
     # the compiled chunk returns the state after every R-th step (R | every, R | transient)
     R = next(r for r in (4, 2, 1) if every % r == 0 and transient % r == 0)
+    used_fast = False
     if compile:
-        layout, fast = _compiled_chunk(system, solver, n_fast, R, x.dtype)
+        layout, fast, compile_key = _compiled_chunk(system, solver, n_fast, R, x.dtype)
         params_fast = _tensor_params(system, x)
         dt_fast = torch.tensor(dt, dtype=x.dtype, device=dev)
         pv = [params_fast[p.name] for p in system.parameters if not p.integer]
@@ -372,6 +481,7 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             break
         if compile and total - pos >= n_fast:
             xs, x, ok, n_ok = run_fast(x, ok, n_ok)
+            used_fast = True
             # xs[j] is the state after step pos + R (j + 1); recorded: step >= transient and
             # (step - transient) % every == 0 (an arithmetic progression in j)
             idx = [j for j in range(n_fast // R)
@@ -404,7 +514,13 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
             pos += s * every
         if progress is not None and total:
             progress(min(1.0, pos / total))
-    return _finish(out, rec, ok, n_ok, transient, every, dt)
+    backend = "eager"
+    if used_fast:
+        if compile_key in _compile_failed:
+            note = "; ".join(filter(None, (note, "Inductor compilation failed (ran eagerly)")))
+        else:
+            backend = "inductor"
+    return (*_finish(out, rec, ok, n_ok, transient, every, dt), backend, note)
 
 
 #: trajectory-steps per native call (the stop event and progress are checked between calls)
@@ -506,24 +622,34 @@ def _run_adaptive(system, x, dt, transient, steps, every, rtol, atol, progress, 
 
 def iterate(system: DynamicalSystem, x0=None, *, dt: float | None = None,
             solver: str | None = None, steps_per_frame: int = 1, batch: int | None = None,
-            generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-            device=None) -> Iterator[tuple[float, torch.Tensor]]:
+            generator: torch.Generator | None = None, seed: int | None = None,
+            dtype: torch.dtype = torch.float32, device=None) -> Iterator[tuple[float, torch.Tensor]]:
     """Endless generator of ``(t, x)`` frames for live animation, ``x`` shaped (B, D).
 
     Send a new system (same class, new parameters) with ``gen.send(system)`` to change
     parameters without restarting; diverged members are frozen as in :func:`simulate`.
-    Float32 by default (rendering speed).
+    Float32 by default (rendering speed). SDEs draw their noise from ``generator`` (or a
+    generator seeded with ``seed``; a fresh one when neither is given).
     """
     solver = _resolve_solver(system, solver)
     if solver == "dopri5":
         raise ParameterError("live iteration uses fixed steps: choose rk4 or euler")
-    dt = 1.0 if system.kind == "map" else float(system.default_dt if dt is None else dt)
+    dt = system.time_step(dt)
+    generator, _ = _noise_generator(system, x0, generator, seed, device)
     x, _ = prepare_initial_states(system, x0, batch=batch, generator=generator, dtype=dtype,
                                   device=device)
     ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     n_ok = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     t = 0.0
-    chunk = _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame, float(system.bound))
+    noise = _wiener_increments(system, generator, dt) if system.stochastic else None
+
+    def make(system):
+        if noise is None:
+            return _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame, float(system.bound))
+        return _make_sde_chunk(system, SOLVERS[solver].step, 1, steps_per_frame,
+                               float(system.bound), noise)
+
+    chunk = make(system)
     params = system.bind(x)
     while True:
         new = yield t, x
@@ -531,7 +657,6 @@ def iterate(system: DynamicalSystem, x0=None, *, dt: float | None = None,
             if type(new) is not type(system):
                 raise ExplorerError("iterate(): send a system of the same class")
             system, params = new, new.bind(x)
-            chunk = _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame,
-                                float(system.bound))
+            chunk = make(system)
         _, x, ok, n_ok = chunk(x, ok, n_ok, dt, params)
         t += steps_per_frame * dt

@@ -4,6 +4,13 @@ Fixed-step solvers (``euler``, ``rk4``, and ``map`` iteration) are pure function
 ``step(f, x, dt) -> x_next`` that :func:`explorer.core.simulate.simulate` batches, chunks and
 optionally compiles. The adaptive Dormand-Prince 5(4) pair keeps one step size per batch
 member so a stiff or fast member does not slow the others.
+
+SDE solvers (``euler_maruyama``, ``milstein``; ``kind == "sde"``) are pure functions
+``step(system, p, x, dt, dW) -> x_next`` of an :class:`~explorer.core.system.SDE`, its bound
+parameters ``p``, the state (B, D), the step and the Wiener increments ``dW`` (B, M), which
+the caller draws as ``sqrt(dt) * N(0, 1)`` from an explicit generator. Orders (Kloeden &
+Platen 1992): Euler-Maruyama strong 0.5, weak 1; Milstein strong 1, weak 1 (for additive
+noise Euler-Maruyama already has strong order 1 and the two coincide).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .errors import ParameterError
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,16 +45,54 @@ def map_step(f: Field, x: torch.Tensor, dt=None) -> torch.Tensor:
     return f(x)
 
 
+def _noise_term(g: torch.Tensor, dW: torch.Tensor, noise: str) -> torch.Tensor:
+    """``g dW``: elementwise for diagonal noise (g (B, D), dW (B, D)), a matrix-vector
+    product for general noise (g (B, D, M), dW (B, M))."""
+    if noise == "diagonal":
+        return g * dW
+    return (g @ dW.unsqueeze(-1)).squeeze(-1)
+
+
+def euler_maruyama_step(system, p, x: torch.Tensor, dt, dW: torch.Tensor) -> torch.Tensor:
+    r"""Euler-Maruyama: :math:`X_{n+1} = X_n + f(X_n)\,h + g(X_n)\,\Delta W_n`.
+
+    Strong order 0.5, weak order 1 (strong order 1 for additive noise). Any noise layout.
+    """
+    return x + dt * system.rhs(x, p) + _noise_term(system.diffusion(x, p), dW, system.noise)
+
+
+def milstein_step(system, p, x: torch.Tensor, dt, dW: torch.Tensor) -> torch.Tensor:
+    r"""Milstein for diagonal noise (Itô):
+    :math:`X_{n+1,i} = X_{n,i} + f_i h + g_i \Delta W_i + \tfrac12 g_i\,\partial_i g_i\,
+    (\Delta W_i^2 - h)`.
+
+    Strong order 1, weak order 1. General (matrix) noise would need Lévy areas: only its
+    additive case (where the correction vanishes) is accepted.
+    """
+    g = system.diffusion(x, p)
+    if system.additive:
+        return x + dt * system.rhs(x, p) + _noise_term(g, dW, system.noise)
+    if system.noise != "diagonal":
+        raise ParameterError("milstein needs diagonal or additive noise; use euler_maruyama")
+    dg = system.diffusion_derivative(x, p)
+    return x + dt * system.rhs(x, p) + g * dW + 0.5 * g * dg * (dW * dW - dt)
+
+
 @dataclass(frozen=True)
 class SolverInfo:
-    """What a solver dropdown needs to know."""
+    """What a solver dropdown needs to know.
+
+    ``order`` is the (global) order of convergence; for SDE solvers the strong order, with
+    the weak order in ``weak_order``.
+    """
 
     name: str
-    kind: str          # "flow" or "map"
-    order: int
+    kind: str          # the system kind it advances: "flow", "map" or "sde"
+    order: float
     adaptive: bool
     step: Callable | None
     doc: str
+    weak_order: float | None = None
 
 
 SOLVERS: dict[str, SolverInfo] = {
@@ -54,6 +101,10 @@ SOLVERS: dict[str, SolverInfo] = {
                          "Dormand-Prince 5(4), adaptive step per trajectory"),
     "euler": SolverInfo("euler", "flow", 1, False, euler_step, "forward Euler (for teaching)"),
     "map": SolverInfo("map", "map", 0, False, map_step, "iteration of a map"),
+    "euler_maruyama": SolverInfo("euler_maruyama", "sde", 0.5, False, euler_maruyama_step,
+                                 "Euler-Maruyama (strong order 0.5, weak order 1)", 1.0),
+    "milstein": SolverInfo("milstein", "sde", 1.0, False, milstein_step,
+                           "Milstein, diagonal or additive noise (strong order 1, weak 1)", 1.0),
 }
 
 

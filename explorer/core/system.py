@@ -1,4 +1,4 @@
-"""The one interface for everything that evolves: flows (ODEs) and maps.
+"""The one interface for everything that evolves: flows (ODEs), maps and SDEs.
 
 A :class:`DynamicalSystem` says *what* evolves; solvers (:mod:`explorer.core.solvers`) say
 *how*; :func:`explorer.core.simulate.simulate` says *what is recorded*. Lyapunov spectra,
@@ -8,7 +8,13 @@ on built-in systems, custom equations, the dysts catalogue and trained models al
 Conventions
 -----------
 * States are tensors shaped ``(..., D)``; trajectories are time-major ``(T, B, D)``.
-* A flow's :meth:`DynamicalSystem.rhs` returns ``dx/dt``; a map's returns the next state.
+* A flow's :meth:`DynamicalSystem.rhs` returns ``dx/dt``; a map's returns the next state;
+  an SDE's returns its drift ``f`` and :meth:`SDE.diffusion` its noise amplitude ``g``.
+* The kind is behaviour, not a string to compare: ask :attr:`~DynamicalSystem.continuous_time`,
+  :attr:`~DynamicalSystem.is_map`, :attr:`~DynamicalSystem.stochastic`,
+  :attr:`~DynamicalSystem.default_solver`, :meth:`~DynamicalSystem.time_step`,
+  :meth:`~DynamicalSystem.velocity`, :attr:`~DynamicalSystem.time_unit` (``kind`` stays as a
+  label for JSON and URLs).
 * Parameters are floats or tensors that broadcast against ``x[..., 0]``: a system built with
   ``rho=torch.linspace(20, 30, 64)`` evolves a batch of 64 states, each at its own ``rho``.
 * Non-autonomous systems (forced oscillators) carry their forcing phase as an extra state
@@ -44,10 +50,15 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
-from .errors import ParameterError, ShapeError
+from .errors import ExplorerError, ParameterError, ShapeError
 
 Number = float | int
 ParamValue = float | int | torch.Tensor
+
+
+class UnsupportedKindError(ExplorerError, ValueError):
+    """An analysis was asked of a kind of system it does not apply to (e.g. Lyapunov
+    exponents or a Poincaré section of a stochastic system)."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,24 @@ def matrix(rows: Sequence[Sequence[ParamValue]], like: torch.Tensor) -> torch.Te
 
 
 class DynamicalSystem(abc.ABC):
-    """Abstract base of flows and maps. Subclasses are final: one class per system.
+    """Abstract base of flows, maps and SDEs. Subclasses are final: one class per system.
 
     Class attributes (metadata, kept as data):
         name: registry key, lower case (``"lorenz63"``); ``aliases`` are extra keys.
         title: the literature name (``"Lorenz-63"``).
-        kind: ``"flow"`` or ``"map"``.
+        kind: ``"flow"``, ``"map"`` or ``"sde"``: a label (JSON, URLs); code asks the
+            behaviour below instead of comparing it.
+        continuous_time: True for flows and SDEs (time steps ``dt``), False for maps;
+            ``is_map`` is its negation (discrete time: one step is one iteration, ``dt = 1``).
+        stochastic: True for SDEs (noise drawn from an explicit generator or a seed);
+            ``deterministic`` is its negation.
+        (These are class attributes: ask the class or an instance alike.)
+        default_solver: the :data:`~explorer.core.solvers.SOLVERS` key used when none is given.
+        time_unit: ``"time unit"`` or ``"iteration"`` (rates are "per" this).
         variables: names of the state variables; ``len(variables)`` is the dimension.
         parameters: the :class:`Param` list.
         default_x0: an initial condition on or near the attractor.
-        default_dt: recommended time step (flows); 1 for maps.
+        default_dt: recommended time step (flows, SDEs); 1 for maps.
         latex: the equations in LaTeX (KaTeX-compatible), one ``\\\\``-separated line each.
         description: a few sentences for the page and ``systems --json``.
         citation: the paper that introduced the system.
@@ -130,6 +149,12 @@ class DynamicalSystem(abc.ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     title: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    continuous_time: ClassVar[bool] = True
+    is_map: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
+    default_solver: ClassVar[str] = "rk4"
+    time_unit: ClassVar[str] = "time unit"
     variables: tuple[str, ...] = ()
     parameters: ClassVar[tuple[Param, ...]] = ()
     default_x0: tuple[float, ...] = ()
@@ -198,10 +223,49 @@ class DynamicalSystem(abc.ABC):
                 f"({', '.join(self.variables)}), got a state of shape {tuple(x.shape)}")
         return x
 
+    # ------------------------------------------------------------------ kind (behaviour)
+    @classmethod
+    def time_step(cls, dt: float | None = None) -> float:
+        """The step actually used for a requested ``dt``: always 1 for maps; for flows and
+        SDEs ``dt`` (default :attr:`default_dt`), validated positive and finite."""
+        if not cls.continuous_time:
+            return 1.0
+        dt = float(cls.default_dt if dt is None else dt)
+        if not math.isfinite(dt) or dt <= 0:
+            raise ParameterError(f"time step dt must be a positive number, got {dt!r}")
+        return dt
+
+    @classmethod
+    def solver_names(cls) -> list[str]:
+        """The solvers that can advance this kind of system (for a dropdown), default first."""
+        from .solvers import SOLVERS
+        names = [n for n, s in SOLVERS.items() if s.kind == cls.kind]
+        return sorted(names, key=lambda n: n != cls.default_solver)
+
+    def velocity(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
+        """The deterministic displacement per unit of time, (..., D): ``f(x)`` for a flow (and
+        an SDE's drift), ``F(x) - x`` for a map. Its zeros are the fixed points."""
+        v = self.rhs(x, p)
+        return v - x if self.is_map else v
+
+    def velocity_jacobian(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
+        """Jacobian of :meth:`velocity`, (..., D, D)."""
+        J = self.jacobian(x, p)
+        return J - torch.eye(self.dim, dtype=J.dtype, device=J.device) if self.is_map else J
+
+    def require_deterministic(self, what: str) -> None:
+        """Raise :class:`UnsupportedKindError` for a stochastic system: ``what`` (e.g.
+        ``"Lyapunov spectra"``) is defined here for deterministic systems only."""
+        if self.stochastic:
+            raise UnsupportedKindError(
+                f"{what} need a deterministic system; {self.title or self.name} is stochastic "
+                f"(an SDE): use its drift, {type(self).__name__}.drift_system()")
+
     # ------------------------------------------------------------------ dynamics
     @abc.abstractmethod
     def rhs(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
-        """Vector field ``dx/dt`` (flows) or next state (maps). ``x``: (..., D) -> (..., D)."""
+        """Vector field ``dx/dt`` (flows), next state (maps) or drift ``f`` (SDEs).
+        ``x``: (..., D) -> (..., D)."""
 
     def jacobian(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
         """Jacobian ``∂rhs/∂x``, shape (..., D, D). Built-ins override this analytically;
@@ -224,6 +288,8 @@ class DynamicalSystem(abc.ABC):
             "name": self.name,
             "title": self.title,
             "kind": self.kind,
+            "continuous_time": self.continuous_time,
+            "stochastic": self.stochastic,
             "dimension": self.dim,
             "origin": self.origin,
             "variables": list(self.variables),
@@ -251,7 +317,111 @@ class Map(DynamicalSystem):
     """A discrete-time system ``x_{n+1} = F(x_n; p)``."""
 
     kind: ClassVar[str] = "map"
+    continuous_time: ClassVar[bool] = False
+    is_map: ClassVar[bool] = True
+    default_solver: ClassVar[str] = "map"
+    time_unit: ClassVar[str] = "iteration"
     default_dt: ClassVar[float] = 1.0
+
+
+class SDE(DynamicalSystem):
+    r"""An Itô stochastic differential equation :math:`dX = f(X)\,dt + g(X)\,dW`.
+
+    :meth:`rhs` is the drift ``f`` (also :meth:`drift`), batched like a flow's field, and
+    :meth:`jacobian` its Jacobian. :meth:`diffusion` gives ``g`` in one of two layouts,
+    declared by :attr:`noise`:
+
+    * ``"diagonal"`` (default): ``g`` is (..., D) and component ``i`` is driven by its own
+      Wiener process, :math:`dX_i = f_i\,dt + g_i(X)\,dW_i` (``M = D`` noises);
+    * ``"general"``: ``g`` is a (..., D, M) matrix with ``M =`` :attr:`noise_dim`, and
+      :math:`dX = f\,dt + g\,dW` with ``dW`` of dimension ``M``.
+
+    :attr:`additive` declares that ``g`` does not depend on the state (the Milstein
+    correction then vanishes and Milstein is Euler-Maruyama). Parameters broadcast against
+    the batch as for flows; dtype and device follow the state. Solvers:
+    ``euler_maruyama`` (default; strong order 0.5, weak 1) and ``milstein`` (diagonal noise;
+    strong order 1, weak 1), see :mod:`explorer.core.solvers`. Simulations draw the noise
+    from an explicit ``torch.Generator`` (``simulate(..., seed=...)``).
+
+    Analyses defined by the deterministic dynamics (Lyapunov spectra, Poincaré sections,
+    orbit diagrams) refuse SDEs with :class:`UnsupportedKindError`; :meth:`drift_system`
+    gives the deterministic skeleton (a :class:`Flow`) for them. Fixed points are those of
+    the drift.
+    """
+
+    kind: ClassVar[str] = "sde"
+    stochastic: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = False
+    default_solver: ClassVar[str] = "euler_maruyama"
+    noise: ClassVar[str] = "diagonal"
+    noise_dim: ClassVar[int | None] = None
+    additive: ClassVar[bool] = False
+
+    @property
+    def n_noises(self) -> int:
+        """``M``, the number of independent Wiener processes (``D`` for diagonal noise)."""
+        if self.noise == "diagonal":
+            return self.dim
+        if not self.noise_dim:
+            raise TypeError(f"{type(self).__name__}: general noise needs `noise_dim`")
+        return int(self.noise_dim)
+
+    def drift(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
+        """The drift ``f(x)``, (..., D) (the same as :meth:`rhs`)."""
+        return self.rhs(x, p)
+
+    @abc.abstractmethod
+    def diffusion(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
+        """The noise amplitude ``g(x)``: (..., D) for diagonal noise, (..., D, M) for general."""
+
+    def diffusion_derivative(self, x: torch.Tensor, p: Mapping[str, ParamValue]) -> torch.Tensor:
+        r"""For diagonal noise, :math:`\partial g_i / \partial x_i`, shape (..., D) (Milstein's
+        correction). Zero for additive noise; otherwise autograd unless overridden."""
+        if self.noise != "diagonal":
+            raise UnsupportedKindError(
+                f"{self.title or self.name}: the diagonal diffusion derivative needs diagonal noise")
+        if self.additive:
+            return torch.zeros_like(x)
+        J = autograd_jacobian(lambda z: self.diffusion(z, p).expand_as(z), x)
+        return torch.diagonal(J, dim1=-2, dim2=-1)
+
+    def g(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`diffusion` at this system's own parameters, broadcast to full shape."""
+        gx = self.diffusion(x, self.bind(x))
+        shape = x.shape if self.noise == "diagonal" else (*x.shape, self.n_noises)
+        return gx.expand(torch.broadcast_shapes(gx.shape, shape))
+
+    def drift_system(self) -> Flow:
+        """The deterministic skeleton ``dx/dt = f(x)`` as a :class:`Flow` with the same
+        parameters, variables and metadata (for Lyapunov spectra, sections, orbit diagrams)."""
+        return drift_flow_class(type(self))(**self.params)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "noise": self.noise, "noise_dim": self.n_noises,
+                "additive": self.additive}
+
+
+_drift_classes: dict[type, type] = {}
+
+
+def drift_flow_class(cls: type[SDE]) -> type[Flow]:
+    """The :class:`Flow` class of an SDE class's drift (cached; not registered)."""
+    if cls not in _drift_classes:
+        attrs = {k: getattr(cls, k) for k in (
+            "variables", "parameters", "default_x0", "default_dt", "latex", "citation",
+            "bound", "period", "origin")}
+        attrs.update(
+            name=f"{cls.name}_drift", title=f"{cls.title or cls.name} (drift)",
+            description=f"The deterministic part (drift) of {cls.title or cls.name}.",
+            rhs=lambda self, x, p: cls.rhs(self, x, p),
+            jacobian=lambda self, x, p: cls.jacobian(self, x, p),
+            __doc__=f"Drift of {cls.__name__}: dx/dt = f(x).")
+        _drift_classes[cls] = type(f"{cls.__name__}Drift", (Flow,), attrs)
+    return _drift_classes[cls]
+
+
+#: the system base classes by their ``kind`` label
+KINDS: dict[str, type[DynamicalSystem]] = {"flow": Flow, "map": Map, "sde": SDE}
 
 
 def check_param_value(spec: Param, value: ParamValue, owner: str = "") -> ParamValue:

@@ -4,7 +4,8 @@ Flows: zeros of :math:`f(x)`; maps: solutions of :math:`F(x) = x`. Found by damp
 iterations from many starting points at once (the default initial state, samples of a
 short trajectory, and random points in a box around it), then de-duplicated. Stability
 from the eigenvalues of the Jacobian: real parts against 0 (flows) or moduli against 1
-(maps). Float64 throughout.
+(maps). Float64 throughout. For a stochastic system (SDE) these are the fixed points of
+its drift (the deterministic skeleton), classified as for a flow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ import torch
 from ..errors import ParameterError
 from ..simulate import simulate
 from ..system import DynamicalSystem
+
+
+def _discrete(kind) -> bool:
+    """Whether ``kind`` (a system, a system class, or the label ``"map"``/``"flow"``/``"sde"``)
+    is discrete in time."""
+    if isinstance(kind, str):
+        return kind == "map"
+    return not kind.continuous_time
 
 
 @dataclass(frozen=True)
@@ -33,21 +42,23 @@ class FixedPoint:
                 "type": self.type, "stable": self.stable}
 
 
-def classify(eigenvalues: torch.Tensor, kind: str, tol: float = 1e-9) -> tuple[str, bool]:
+def classify(eigenvalues: torch.Tensor, kind, tol: float = 1e-9) -> tuple[str, bool]:
     """Name the type of a fixed point from its eigenvalues.
 
-    Flows: stable/unstable node or focus, saddle, saddle-focus, or non-hyperbolic (some
-    real part within ``tol`` of 0, e.g. a centre). Maps: the same names with the moduli
-    compared to 1 (sink = stable, source = unstable).
+    ``kind``: the system (or its class), or its kind label (``"flow"``, ``"map"``, ``"sde"``).
+    Flows (and SDE drifts): stable/unstable node or focus, saddle, saddle-focus, or
+    non-hyperbolic (some real part within ``tol`` of 0, e.g. a centre). Maps: the same names
+    with the moduli compared to 1 (sink = stable, source = unstable).
     """
     ev = eigenvalues.to(torch.complex128)
-    if kind == "map":
+    discrete = _discrete(kind)
+    if discrete:
         growth = ev.abs() - 1.0
     else:
         growth = ev.real
     complex_pair = bool((ev.imag.abs() > tol).any())
     if bool((growth.abs() <= tol).any()):
-        return ("centre" if complex_pair and kind == "flow" and bool((growth.abs() <= tol).all())
+        return ("centre" if complex_pair and not discrete and bool((growth.abs() <= tol).all())
                 else "non-hyperbolic"), False
     n_unstable = int((growth > 0).sum())
     if n_unstable == 0:
@@ -60,7 +71,8 @@ def classify(eigenvalues: torch.Tensor, kind: str, tol: float = 1e-9) -> tuple[s
 def fixed_points(system: DynamicalSystem, *, n_starts: int = 512, box: tuple | None = None,
                  generator: torch.Generator | None = None, tol: float = 1e-10,
                  max_iter: int = 60) -> list[FixedPoint]:
-    """Fixed points of a flow (:math:`f(x) = 0`) or a map (:math:`F(x) = x`).
+    """Fixed points of a flow (:math:`f(x) = 0`), a map (:math:`F(x) = x`) or an SDE's
+    drift (:math:`f(x) = 0`).
 
     Args:
         n_starts: number of Newton starting points.
@@ -74,10 +86,12 @@ def fixed_points(system: DynamicalSystem, *, n_starts: int = 512, box: tuple | N
     """
     if len(system.batch_shape()):
         raise ParameterError("fixed points need scalar parameters (not a sweep)")
+    if system.stochastic:
+        system = system.drift_system()          # the deterministic skeleton
     D = system.dim
     x0 = system.initial_state(torch.float64)
     if box is None:
-        tr = simulate(system, x0, steps=2000 if system.kind == "flow" else 500, dtype=torch.float64,
+        tr = simulate(system, x0, steps=500 if system.is_map else 2000, dtype=torch.float64,
                       device="cpu")
         xs = tr.x[:, 0]
         xs = xs[torch.isfinite(xs).all(-1)]
@@ -93,15 +107,15 @@ def fixed_points(system: DynamicalSystem, *, n_starts: int = 512, box: tuple | N
     starts = torch.cat([x0.unsqueeze(0), samples, torch.zeros(1, D, dtype=torch.float64),
                         lo + (hi - lo) * u], 0)                       # (N, D)
     x = starts
-    eye = torch.eye(D, dtype=torch.float64)
-    is_map = system.kind == "map"
+    is_map = system.is_map
+    p = system.bind(x)
 
     def residual(z):
-        return system.f(z) - z if is_map else system.f(z)
+        return system.velocity(z, p)             # f(z), or F(z) - z for a map
 
     for _ in range(max_iter):
         g = residual(x)
-        J = system.jac(x) - eye if is_map else system.jac(x)
+        J = system.velocity_jacobian(x, p)
         try:
             step = torch.linalg.lstsq(J, -g.unsqueeze(-1)).solution.squeeze(-1)
         except RuntimeError:
@@ -130,6 +144,6 @@ def fixed_points(system: DynamicalSystem, *, n_starts: int = 512, box: tuple | N
         J = system.jac(z)
         ev = torch.linalg.eigvals(J)
         ev = ev[torch.argsort(-ev.real if not is_map else -ev.abs())]
-        kind, stable = classify(ev, system.kind)
+        kind, stable = classify(ev, system)
         out.append(FixedPoint(z, ev, kind, stable))
     return out

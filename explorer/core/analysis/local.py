@@ -8,6 +8,8 @@ r"""Pointwise quantities along a trajectory, used to colour attractors.
   the largest one-step stretching factor. Its time average bounds the largest Lyapunov
   exponent from above.
 
+For an SDE both are those of the drift (the deterministic part of the motion).
+
 Computed in the dtype of the input (float32 for display), in chunks so that a million
 points need no more than a few tens of MB.
 """
@@ -29,8 +31,7 @@ def speed(system: DynamicalSystem, x: torch.Tensor) -> torch.Tensor:
     flat, res = x.reshape(-1, x.shape[-1]), out.reshape(-1)
     for i in range(0, flat.shape[0], CHUNK):
         z = flat[i: i + CHUNK]
-        v = system.rhs(z, p)
-        res[i: i + CHUNK] = torch.linalg.vector_norm(v if system.kind == "flow" else v - z, dim=-1)
+        res[i: i + CHUNK] = torch.linalg.vector_norm(system.velocity(z, p), dim=-1)
     return out
 
 
@@ -44,7 +45,7 @@ def local_expansion(system: DynamicalSystem, x: torch.Tensor) -> torch.Tensor:
         ok = torch.isfinite(z).all(-1)
         J = system.jacobian(torch.where(ok.unsqueeze(-1), z, torch.zeros_like(z)), p)  # (n, D, D)
         with torch.inference_mode():
-            if system.kind == "flow":
+            if system.continuous_time:
                 val = torch.linalg.eigvalsh(0.5 * (J + J.transpose(-1, -2)))[..., -1]
             else:
                 val = torch.log(torch.linalg.matrix_norm(J, ord=2).clamp_min(1e-30))

@@ -6,6 +6,10 @@ equation, :math:`\dot Q = J(x) Q` for flows (integrated by RK4 alongside the sta
 decomposition and :math:`\log |R_{ii}|` is accumulated; the exponents are these sums over
 the elapsed time, after a transient in which ``Q`` aligns with the dominant directions.
 
+Stochastic systems (SDEs) are refused with :class:`~explorer.core.system.UnsupportedKindError`
+(tangent dynamics of a noisy step are not what this estimates); use ``sde.drift_system()``
+for the exponents of the deterministic skeleton.
+
 Batching: many initial conditions on the attractor are averaged (the exponents are
 ergodic averages, so B members of length T estimate like one of length B*T but cost about
 as much as one: the work is vectorised), or, when the system carries tensor parameters, one
@@ -42,6 +46,7 @@ class LyapunovResult:
         per_member: (B, k) the estimate of each member; NaN rows for diverged members.
         kaplan_yorke_dimension: of ``exponents`` (a float, or a (P,) tensor for a sweep).
         averaging_time: time (flows) or iterations (maps) each member was averaged over.
+        time_unit: ``"time unit"`` or ``"iteration"``: the exponents are per this.
         diverged: (B,) members that left the bound (excluded from the mean).
         history_time: (C,) averaging time at up to ~100 points of the run; ``history``:
             (C, k) the running estimate then (mean over the bounded members): how the
@@ -60,6 +65,7 @@ class LyapunovResult:
     sweep: bool = False
     history_time: torch.Tensor | None = None
     history: torch.Tensor | None = None
+    time_unit: str = "time unit"
 
     @property
     def status(self) -> str:
@@ -79,7 +85,7 @@ class LyapunovResult:
         return {"system": self.system, "params": params, "exponents": clean(self.exponents),
                 "kaplan_yorke_dimension": clean(self.kaplan_yorke_dimension),
                 "stderr": clean(self.stderr), "averaging_time": self.averaging_time,
-                "per": "time unit" if self.kind == "flow" else "iteration",
+                "per": self.time_unit,
                 "status": self.status}
 
 
@@ -171,8 +177,12 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
 
     Returns:
         :class:`LyapunovResult`.
+
+    Raises:
+        UnsupportedKindError: for a stochastic system (an SDE).
     """
-    is_map = system.kind == "map"
+    system.require_deterministic("Lyapunov spectra")
+    is_map = system.is_map
     D = system.dim
     k = D if k is None else int(k)
     if not 1 <= k <= D:
@@ -182,9 +192,7 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     renorm_every = int(renorm_every or (1 if is_map else 10))
     if steps < renorm_every or transient < 0 or renorm_every < 1:
         raise ParameterError("need steps >= renorm_every >= 1 and transient >= 0")
-    dt = 1.0 if is_map else float(system.default_dt if dt is None else dt)
-    if not (dt > 0 and math.isfinite(dt)):
-        raise ParameterError(f"time step dt must be a positive number, got {dt!r}")
+    dt = system.time_step(dt)
     sweep = len(system.batch_shape()) > 0
     if batch is None and not sweep and (x0 is None or torch.as_tensor(x0).ndim == 1):
         batch = 128
@@ -257,6 +265,6 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     return LyapunovResult(exponents=exps.cpu(), stderr=stderr.cpu(), per_member=per.cpu(),
                           kaplan_yorke_dimension=ky, averaging_time=float(elapsed),
                           diverged=(~ok).cpu(), system=system.name, params=dict(system.params),
-                          kind=system.kind, sweep=sweep,
+                          kind=system.kind, sweep=sweep, time_unit=system.time_unit,
                           history_time=torch.tensor(hist_t, dtype=dtype) if hist else None,
                           history=torch.stack(hist).cpu() if hist else None)

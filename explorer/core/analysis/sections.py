@@ -63,7 +63,8 @@ def poincare_section(system: DynamicalSystem, traj: Trajectory, axis: int | str 
             coordinate over the trajectory).
         direction: +1 upward crossings, -1 downward, 0 both.
     """
-    if system.kind != "flow":
+    system.require_deterministic("Poincaré sections")
+    if system.is_map:
         raise ParameterError("Poincaré sections are for flows; a map's iterates are already discrete")
     if isinstance(axis, str):
         if axis not in system.variables:
@@ -148,6 +149,7 @@ def orbit_diagram(system: DynamicalSystem, param: str, low: float, high: float, 
             ``"section"`` (flows: the coordinate at crossings of ``section_axis`` =
             ``section_value``); ``"auto"`` picks iterates for maps, maxima for flows.
     """
+    system.require_deterministic("Orbit diagrams")
     spec = system.param_spec(param)
     if spec.integer:
         raise ParameterError(f"{param!r} is structural (an integer); sweep a continuous parameter")
@@ -163,8 +165,8 @@ def orbit_diagram(system: DynamicalSystem, param: str, low: float, high: float, 
     values = torch.linspace(low, high, n_values, dtype=torch.float64)
     swept = system.with_params(**{param: values})
     if method == "auto":
-        method = "iterates" if system.kind == "map" else "maxima"
-    if system.kind == "map":
+        method = "iterates" if system.is_map else "maxima"
+    if system.is_map:
         if method != "iterates":
             raise ParameterError("maps use method 'iterates'")
         transient = 1000 if transient is None else transient
