@@ -209,20 +209,23 @@ def _out_path(text: str, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
-def cmd_train(args) -> int:
-    """Train a reconstruction model (PLRNN, shallow PLRNN, AL-RNN) with GTF; save a checkpoint."""
-    import time
+#: `train dsr`: default step cap and state-space-divergence target (README, "Training")
+TRAIN_STEPS = 20_000
+TARGET_DSTSP = 0.3
 
+
+def dsr_setup(args):
+    """The data and :class:`TrainerConfig` that ``train dsr`` trains with (checked)."""
     import torch
 
-    from .training import Trainer, TrainerConfig, from_file, from_system
+    from .training import TrainerConfig, from_file, from_system
 
-    _setup_device(args)
-    out = _out_path(args.out, (".pt",))
     if bool(args.system) == bool(args.data):
         raise CliError("give exactly one of --system NAME or --data FILE")
     if args.steps < 1:
         raise CliError(f"--steps must be at least 1, got {args.steps}")
+    if not (args.target_dstsp >= 0 and math.isfinite(args.target_dstsp)):
+        raise CliError(f"--target-dstsp must be >= 0 (0: off), got {args.target_dstsp}")
     if args.system:
         args.flow = args.map = None
         system = _build_system(args)
@@ -239,11 +242,44 @@ def cmd_train(args) -> int:
         v = getattr(args, name)
         if v is not None:
             cfg[name] = v
-    trainer = Trainer(data, TrainerConfig(**cfg))
+    return data, TrainerConfig(**cfg)
+
+
+def cmd_train(args) -> int:
+    """Train a reconstruction model (PLRNN, shallow PLRNN, AL-RNN) with GTF; save a checkpoint.
+
+    Stops at ``--steps`` or as soon as an evaluation's D_stsp (against the noise-free
+    reference when the data carry one, else against the data) is at most ``--target-dstsp``."""
+    import threading
+    import time
+
+    from .training import Trainer
+
+    _setup_device(args)
+    out = _out_path(args.out, (".pt",))
+    data, config = dsr_setup(args)
+    trainer = Trainer(data, config)
+    target = args.target_dstsp
+    stop = threading.Event()
+    reached: dict = {}
     last_print = [time.monotonic()]
+    skips_shown = [0]
+
+    def watch(ev) -> None:
+        m = ev.metrics
+        if target > 0 and m and not reached:
+            d = m.get("d_stsp_clean", m.get("d_stsp", math.nan))
+            if d <= target:
+                reached.update(step=ev.step, d_stsp=d)
+                stop.set()
 
     def report(ev) -> None:
         now = time.monotonic()
+        if not ev.losses and ev.status == "running":             # a skipped batch
+            if skips_shown[0] < 3:
+                skips_shown[0] += 1
+                print(f"{ev.message}", file=sys.stderr)
+            return
         if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
             last_print[0] = now
             m = ev.metrics or {}
@@ -252,23 +288,31 @@ def cmd_train(args) -> int:
             eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
             print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
 
-    event = trainer.run(args.steps, callbacks=[] if args.quiet else [report])
+    event = trainer.run(args.steps, callbacks=[watch] + ([] if args.quiet else [report]), stop=stop)
     trainer.save(out)
+    status, message = event.status, event.message
+    if reached:
+        status = "done"
+        message = (f"reached D_stsp {reached['d_stsp']:.3g} <= {target:g} at step {reached['step']}")
+    if trainer.skipped:
+        message += f"; {trainer.skipped} batch(es) with a non-finite or exploding gradient skipped"
     # is the saved model a reconstruction? (free runs against the noise-free reference when the
     # data were simulated with noise, else against the data; see explorer/training/verdict.py)
     verdict = trainer.verdict()
     if not verdict.ok:
         print(f"dynamics-explorer: warning: {out} is {verdict.line()}", file=sys.stderr)
     summary = {"out": str(out), "model": trainer.config.model, "steps": trainer.step_count,
-               "seconds": round(trainer.seconds, 3), "status": event.status,
-               "message": event.message,
+               "seconds": round(trainer.seconds, 3), "status": status,
+               "message": message,
                "final_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None,
                "metrics": trainer.metric_history[-1] if trainer.metric_history else None,
-               "best": trainer.best, "verdict": verdict.as_dict()}
+               "best": trainer.best, "target_dstsp": target or None,
+               "target_reached": bool(reached), "skipped": trainer.skipped,
+               "rollbacks": trainer.rollbacks, "verdict": verdict.as_dict()}
     if args.json:
         print(json.dumps(summary, default=_json_number))
     else:
-        print(f"wrote {out}: {event.message}; {verdict.line()}")
+        print(f"wrote {out}: {message}; {verdict.line()}")
     return 0 if event.status != "diverged" else 1
 
 
@@ -382,8 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="initial learning rate (1e-3)")
     s.add_argument("--alpha-mode", choices=["adaptive", "fixed", "sparse"], help="teacher forcing")
     s.add_argument("--alpha", type=float, help="forcing strength (fixed) or its starting value")
-    s.add_argument("--steps", type=int, default=2_000, help="optimisation steps (2000)")
-    s.add_argument("--metrics-every", type=int, help="evaluate D_stsp, D_H, PE every k steps")
+    s.add_argument("--steps", type=int, default=TRAIN_STEPS,
+                   help=f"most optimisation steps, and the learning-rate schedule's length ({TRAIN_STEPS})")
+    s.add_argument("--target-dstsp", dest="target_dstsp", type=float, default=TARGET_DSTSP,
+                   help="stop once D_stsp (against the noise-free reference when there is one) "
+                        f"is at most this ({TARGET_DSTSP}; 0: run all --steps)")
+    s.add_argument("--metrics-every", type=int, help="evaluate D_stsp, D_H, PE every k steps (500)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

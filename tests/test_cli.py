@@ -106,6 +106,7 @@ def test_lyapunov_custom_flow():
     (("train", "dsr", "--system", "lorenz", "--out", "run.txt"), ".pt"),
     (("train", "dsr", "--system", "lorenz", "--model", "lstm", "--out", "run.pt"), "invalid choice"),
     (("train", "dsr", "--data", "missing.csv", "--out", "run.pt"), "missing.csv"),
+    (("train", "dsr", "--system", "lorenz", "--target-dstsp", "-1", "--out", "run.pt"), "target-dstsp"),
     (("generate", "missing.pt", "--out", "gen.npz"), "missing.pt"),
 ])
 def test_user_errors_exit_2_with_one_line(args, needle, tmp_path):
@@ -126,6 +127,8 @@ def test_train_dsr_and_generate(tmp_path):
             "--metrics-every", "4", "--seed", "3", "--out", str(ck), "--json")
     summary = json.loads(p.stdout)
     assert summary["steps"] == 4 and summary["model"] == "alrnn" and summary["status"] == "done"
+    assert summary["skipped"] == 0 and summary["target_reached"] is False
+    assert summary["target_dstsp"] == 0.3                            # the default target
     assert math.isfinite(summary["final_loss"]) and "d_stsp" in summary["metrics"]
     assert "step 4/4" in p.stderr                                   # progress on stderr
     # four steps make no reconstruction, and the CLI says so: stderr and the summary

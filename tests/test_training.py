@@ -11,15 +11,43 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core.errors import ExplorerError, ParameterError, ShapeError, SizeLimitError
+from explorer.core.errors import (
+    ExplorerError,
+    ParameterError,
+    ShapeError,
+    SizeLimitError,
+)
 from explorer.core.registry import get_system
-from explorer.models import (ALRNN, PLRNN, ALRNNConfig, PLRNNConfig, ShallowPLRNN,
-                             ShallowPLRNNConfig)
-from explorer.training import (AdaptiveAlpha, CheckpointError, DataError, Rollout, TrainEvent,
-                               Trainer, TrainerConfig, TrainingDivergedError, force, from_array,
-                               from_file, from_system, gtf_rollout, jacobian_norm_bound,
-                               load_checkpoint, load_timeseries, optimal_alpha,
-                               prediction_error, sample_windows, save_checkpoint)
+from explorer.models import (
+    ALRNN,
+    PLRNN,
+    ALRNNConfig,
+    PLRNNConfig,
+    ShallowPLRNN,
+    ShallowPLRNNConfig,
+)
+from explorer.training import (
+    AdaptiveAlpha,
+    CheckpointError,
+    DataError,
+    Rollout,
+    Trainer,
+    TrainerConfig,
+    TrainEvent,
+    TrainingDivergedError,
+    force,
+    from_array,
+    from_file,
+    from_system,
+    gtf_rollout,
+    jacobian_norm_bound,
+    load_checkpoint,
+    load_timeseries,
+    optimal_alpha,
+    prediction_error,
+    sample_windows,
+    save_checkpoint,
+)
 from explorer.training import trainer as trainer_module
 
 
@@ -261,10 +289,10 @@ def test_trainer_steps_reduce_the_loss_and_record_history(lorenz):
 
 
 @pytest.mark.parametrize("changes", [
-    dict(model="plrnn", latent_dim=6),
-    dict(model="alrnn", latent_dim=8, n_relu=2, alpha_mode="sparse", tau=5),
-    dict(model="shplrnn", clipped=True, alpha_mode="fixed", alpha=0.3, optimizer="adam"),
-    dict(model="alrnn", latent_dim=6, observation="linear"),
+    {"model": "plrnn", "latent_dim": 6},
+    {"model": "alrnn", "latent_dim": 8, "n_relu": 2, "alpha_mode": "sparse", "tau": 5},
+    {"model": "shplrnn", "clipped": True, "alpha_mode": "fixed", "alpha": 0.3, "optimizer": "adam"},
+    {"model": "alrnn", "latent_dim": 6, "observation": "linear"},
 ])
 def test_every_model_and_forcing_mode_trains(lorenz, changes):
     tr = Trainer(lorenz, SMALL.replace(metrics_every=5, metric_length=300, metric_runs=2, **changes))
@@ -307,8 +335,9 @@ def test_run_emits_events_stops_and_resumes(lorenz):
     assert tr.best_model().state_dict().keys() == tr.model.state_dict().keys()
 
 
-def test_injected_nan_rolls_back_and_reports_the_step(lorenz, monkeypatch):
-    tr = Trainer(lorenz, SMALL)
+def test_injected_nan_is_skipped_and_repeated_nans_roll_back_and_end_the_run(lorenz, monkeypatch):
+    tr = Trainer(lorenz, SMALL.replace(max_bad_steps=3))
+    start = {k: v.clone() for k, v in tr.model.state_dict().items()}      # the first snapshot
     tr.run(3)
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     opt_before = tr.optimizer.state_dict()["state"][0]["exp_avg"].clone()
@@ -319,16 +348,28 @@ def test_injected_nan_rolls_back_and_reports_the_step(lorenz, monkeypatch):
         return Rollout(r.predictions * float("nan"), r.states)
 
     monkeypatch.setattr(trainer_module, "gtf_rollout", poisoned)
-    with pytest.raises(TrainingDivergedError) as info:
-        tr.step()
-    assert info.value.step == 4 and "loss" in info.value.reason
-    ev = tr.run(10)
-    assert ev.status == "diverged" and ev.step == 3 and "step 4" in ev.message
+    out = tr.step()                                                    # one bad batch: skipped
+    assert out["skipped"] == 1.0 and tr.step_count == 3 and tr.skipped == 1
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, before[k])
+    assert torch.equal(tr.optimizer.state_dict()["state"][0]["exp_avg"], opt_before)
+    assert len(tr.history["loss"]) == 3
+    with pytest.raises(TrainingDivergedError) as info:                 # the third in a row
+        tr.step()
+        tr.step()
+    assert info.value.step == 4 and "loss" in info.value.reason
+    assert "3 batches in a row" in str(info.value) and "(step 0) was restored" in str(info.value)
+    for k, v in tr.model.state_dict().items():                        # the last snapshot
+        assert torch.equal(v, start[k])
+    ev = tr.run(10)
+    assert ev.status == "diverged" and ev.step == 3 and "step 4" in ev.message
+    assert ev.skipped == 6 and "6 skipped in all" in ev.message
     monkeypatch.setattr(trainer_module, "gtf_rollout", real)
 
-    # non-finite weights after an update: the pre-update state comes back
+    # non-finite weights after an update: back to the last snapshot, counted, training goes on
+    tr = Trainer(lorenz, SMALL)
+    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.run(3)
     orig_step = tr.optimizer.step
 
     def bad_step(*a, **kw):
@@ -337,20 +378,22 @@ def test_injected_nan_rolls_back_and_reports_the_step(lorenz, monkeypatch):
             tr.model.A.fill_(float("inf"))
 
     monkeypatch.setattr(tr.optimizer, "step", bad_step)
-    with pytest.raises(TrainingDivergedError, match="non-finite"):
-        tr.step()
+    assert tr.step()["skipped"] == 1.0 and tr.rollbacks == 1
+    assert "non-finite" in tr.last_problem
     for k, v in tr.model.state_dict().items():
-        assert torch.equal(v, before[k])
-    assert torch.equal(tr.optimizer.state_dict()["state"][0]["exp_avg"], opt_before)
+        assert torch.equal(v, start[k])
+    assert tr.optimizer.state_dict()["state"] == {}                   # as at step 0
     monkeypatch.setattr(tr.optimizer, "step", orig_step)
-
-    # an exploding gradient
-    tr2 = Trainer(lorenz, SMALL.replace(explode_norm=1e-8))
-    with pytest.raises(TrainingDivergedError, match="exploding"):
-        tr2.step()
-    assert tr2.step_count == 0
     tr.step()                                                          # training goes on
     assert tr.step_count == 4
+
+    # an exploding gradient: skipped; with max_bad_steps=1 it ends the run at once
+    tr2 = Trainer(lorenz, SMALL.replace(explode_norm=1e-8))
+    assert tr2.step()["skipped"] == 1.0 and "exploding" in tr2.last_problem
+    tr3 = Trainer(lorenz, SMALL.replace(explode_norm=1e-8, max_bad_steps=1))
+    with pytest.raises(TrainingDivergedError, match="exploding"):
+        tr3.step()
+    assert tr3.step_count == 0
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -390,6 +433,52 @@ def test_resumed_trainer_continues_the_same_curves(lorenz, tmp_path):
     assert resumed.metric_history == straight.metric_history
     for k, v in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v)
+
+
+def test_version_1_checkpoints_still_load_and_other_tasks_are_refused(lorenz, tmp_path):
+    from explorer.training import (
+        CheckpointMismatchError,
+        LoopConfig,
+        Task,
+        TrainingLoop,
+    )
+
+    tr = Trainer(lorenz, SMALL)
+    tr.run(4)
+    path = tr.save(tmp_path / "v2.pt")
+    raw = torch.load(path, weights_only=True)
+    assert raw["version"] == 2 and raw["task"]["name"] == "gtf"
+    assert raw["model"]["kind"] == "shplrnn" and raw["trainer_state"]["step_count"] == 4
+    # the version 1 layout: no task/model records, RNG and forcing state in trainer_state
+    v1 = {k: v for k, v in raw.items() if k not in ("task", "model", "task_state", "loop_config")}
+    v1["version"] = 1
+    v1["trainer_state"] = {**raw["trainer_state"], **raw["task_state"]}
+    for k in ("skipped", "rollbacks"):
+        del v1["trainer_state"][k]
+    torch.save(v1, tmp_path / "v1.pt")
+    old = Trainer.load(tmp_path / "v1.pt")
+    assert old.step_count == 4 and old.history == tr.history
+    tr.run(3)
+    old.run(3)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(old.model.state_dict()[k], v)
+
+    class Other(Task):
+        name = "mlp-regression"
+
+        def __init__(self):
+            self.model = torch.nn.Linear(3, 3)
+
+        def loss(self, model, step):
+            return model(torch.ones(2, 3)).pow(2).mean()
+
+    loop = TrainingLoop(Other(), LoopConfig())
+    loop.run(2)
+    loop.save(tmp_path / "other.pt")
+    with pytest.raises(CheckpointMismatchError, match="'mlp-regression' checkpoint, not a reconstruction"):
+        Trainer.load(tmp_path / "other.pt")
+    with pytest.raises(CheckpointMismatchError, match="'gtf' checkpoint, not 'mlp-regression'"):
+        loop.restore(path)
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(lorenz, tmp_path, monkeypatch):
@@ -496,8 +585,8 @@ def test_default_settings_reconstruct_lorenz_within_the_published_range():
 
 
 # ----------------------------------------------------------------------------- verdict
-from explorer.training import D_STSP_GOOD, metrics_verdict, reconstruction_verdict  # noqa: E402
-from explorer.training.verdict import free_run_spread, judge  # noqa: E402
+from explorer.training import D_STSP_GOOD, metrics_verdict, reconstruction_verdict
+from explorer.training.verdict import free_run_spread, judge
 
 
 @pytest.fixture(scope="module")

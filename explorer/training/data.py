@@ -21,8 +21,9 @@ import dataclasses
 import math
 import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class Normalisation:
         return {"mean": self.mean.clone(), "std": self.std.clone()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Normalisation":
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalisation:
         return cls(torch.as_tensor(d["mean"], dtype=torch.float64),
                    torch.as_tensor(d["std"], dtype=torch.float64))
 
@@ -113,7 +114,7 @@ class TimeSeries:
                 "reference": None if self.reference is None else self.reference.clone()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TimeSeries":
+    def from_dict(cls, d: Mapping[str, Any]) -> TimeSeries:
         return cls(x=torch.as_tensor(d["x"], dtype=torch.float32),
                    normalisation=Normalisation.from_dict(d), dt=float(d["dt"]),
                    variables=tuple(d["variables"]), source=str(d["source"]),

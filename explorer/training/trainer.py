@@ -1,4 +1,5 @@
-r"""The training loop for dynamical-systems reconstruction: ``Trainer.step()`` / ``run()``.
+r"""Dynamical-systems reconstruction on the generic loop: ``Trainer`` = :class:`TrainingLoop` +
+:class:`GTFTask`.
 
 One optimisation step draws ``batch_size`` random windows of ``seq_len + 1`` samples from the
 standardised series, runs the model along them with generalized (or sparse) teacher forcing
@@ -13,11 +14,14 @@ power-spectrum distance :math:`D_H`, the n-step prediction error and, optionally
 Lyapunov exponent (float64, on the :meth:`as_system` snapshot). The model with the lowest
 :math:`D_{stsp}` so far is kept.
 
+The optimisation itself is :class:`~explorer.training.loop.TrainingLoop`'s (the trainer is one):
 :meth:`Trainer.run` emits a :class:`TrainEvent` per step to callbacks and stops when the
-``stop`` event is set; calling it again resumes (all state lives in the trainer). A NaN/inf
-loss, a non-finite or exploding gradient, or non-finite weights after an update restore the
-last good state, end the run and report the step (:class:`TrainingDivergedError` from
-:meth:`step`; an event with ``status="diverged"`` from :meth:`run`).
+``stop`` event is set; calling it again resumes (all state lives in the trainer). A batch
+with a NaN/inf loss or a non-finite or exploding gradient is skipped and counted
+(``skipped``); non-finite weights after an update roll back to the last snapshot; only
+``max_bad_steps`` bad batches in a row end the run (:class:`TrainingDivergedError` from
+:meth:`step`; an event with ``status="diverged"`` from :meth:`run`), with the last good state
+restored. :class:`GTFTask` is the GTF objective as a :class:`~explorer.training.loop.Task`.
 
 Training is float32; invariants are computed in float64.
 
@@ -30,11 +34,10 @@ References:
 from __future__ import annotations
 
 import math
-import threading
-import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -42,29 +45,29 @@ from ..core.analysis.invariants import power_spectrum_distance, state_space_dive
 from ..core.analysis.lyapunov import lyapunov_spectrum
 from ..core.device import parse_device
 from ..core.errors import ExplorerError, ParameterError
-from ..models.plrnn import (ALRNNConfig, PLRNNConfig, ReconstructionModel, ShallowPLRNNConfig,
-                            build_model)
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..models.plrnn import (
+    ALRNNConfig,
+    PLRNNConfig,
+    ReconstructionModel,
+    ShallowPLRNNConfig,
+    build_model,
+)
+from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .data import TimeSeries, from_array, sample_windows
 from .gtf import AdaptiveAlpha, force, gtf_rollout, prediction_error
-from .verdict import D_STSP_GOOD, Verdict, escaped, free_run_spread, reconstruction_verdict
+from .loop import LoopConfig, Task, TrainingLoop
+from .verdict import (
+    D_STSP_GOOD,
+    Verdict,
+    escaped,
+    free_run_spread,
+    reconstruction_verdict,
+)
 
 #: default latent dimension per model kind
 DEFAULT_LATENT = {"plrnn": 20, "shplrnn": 3, "alrnn": 20}
 ALPHA_MODES = ("adaptive", "fixed", "sparse")
 OPTIMIZERS = ("radam", "adam")
-
-
-class TrainingDivergedError(ExplorerError, FloatingPointError):
-    """Training produced a NaN/inf loss, an exploding gradient or non-finite weights.
-
-    The trainer has already restored the last good state. ``step`` is the number of the
-    optimisation step that failed (1-based: the step that would have been ``step``)."""
-
-    def __init__(self, message: str, step: int, reason: str):
-        self.step = step
-        self.reason = reason
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class TrainerConfig:
     metric_runs: int = 10             # free runs from evenly spaced data states (pooled)
     pe_steps: int = 20                # horizon n of the prediction error
     lyapunov: bool = False            # also estimate the model's largest Lyapunov exponent
+    max_bad_steps: int = 10           # NaN/inf or exploding batches in a row that end a run
+                                      # (each one alone is skipped; 1: the first ends the run)
 
     def __post_init__(self):
         def bad(msg):
@@ -116,7 +121,7 @@ class TrainerConfig:
         if self.optimizer not in OPTIMIZERS:
             bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("seq_len", "batch_size", "steps", "alpha_every", "tau", "metric_length",
-                     "metric_runs", "pe_steps", "hidden_dim"):
+                     "metric_runs", "pe_steps", "hidden_dim", "max_bad_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(f"{name} must be a positive integer, got {v!r}")
@@ -146,189 +151,112 @@ class TrainerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainerConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainerConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ParameterError(f"trainer config: unknown field(s) {', '.join(unknown)}")
         return cls(**dict(d))
 
-    def replace(self, **changes) -> "TrainerConfig":
+    def replace(self, **changes) -> TrainerConfig:
         return type(self)(**{**self.as_dict(), **changes})
 
 
-@dataclass(frozen=True)
-class TrainEvent:
-    """What :meth:`Trainer.run` reports after each step (and when it stops).
+class GTFTask(Task):
+    """Generalized teacher forcing on one standardised series, as a :class:`Task`.
 
-    Attributes:
-        step: optimisation steps done so far.
-        losses: ``loss``, ``grad_norm`` (before clipping), ``alpha``, ``lr`` of the last step
-            (empty when no step was taken).
-        metrics: ``d_stsp``, ``d_h``, ``pe`` (and ``d_stsp_clean``, ``d_h_clean``,
-            ``lyapunov``, ``lyapunov_data`` where they apply; see :meth:`Trainer.evaluate`)
-            on the steps where they were computed, else ``None``.
-        snapshot: detached CPU copy of the model's ``state_dict`` after the step.
-        seconds: training wall time so far (all runs).
-        eta: estimated seconds to reach the planned ``config.steps`` (0 when reached).
-        status: ``"running"``, ``"done"`` (the run's last step), ``"stopped"`` (the stop
-            event was set) or ``"diverged"`` (rolled back; see ``message``).
-        message: a sentence for the UI.
-    """
-
-    step: int
-    losses: dict[str, float]
-    metrics: dict[str, float] | None
-    snapshot: dict[str, torch.Tensor] | None
-    seconds: float
-    eta: float | None
-    status: str = "running"
-    message: str = ""
-
-
-def _clone(obj):
-    """Deep copy of nested dicts/lists of tensors (detached)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_clone(v) for v in obj)
-    return obj
-
-
-class Trainer:
-    """Train a PLRNN / shallow PLRNN / AL-RNN on one time series.
+    ``loss`` draws ``batch_size`` windows of ``seq_len + 1`` samples and returns the mean
+    squared one-step error of a (generalized or sparse) teacher-forced rollout with the
+    forcing strength ``alpha`` as an extra; ``after_step`` updates the adaptive alpha from the
+    rollout's latent states (also after a skipped batch whose states are finite: a larger
+    Jacobian bound raises alpha, which is what brings the next batch's gradient back);
+    ``evaluate`` runs the model freely against the data (see :meth:`Trainer.evaluate`).
 
     Args:
-        data: a :class:`TimeSeries` (see :mod:`explorer.training.data`) or a (T, N) array.
-        config: the :class:`TrainerConfig`.
-        model: an existing model to continue training (default: a fresh one from the config,
-            initialised from ``config.seed``).
-
-    Attributes:
-        model, optimizer, data, config; ``step_count``; ``history`` (per-step columns
-        ``step``, ``loss``, ``grad_norm``, ``alpha``, ``lr``); ``metric_history`` (one dict per
-        evaluation); ``best`` (``step`` and ``d_stsp`` of the best model so far).
+        data: the standardised series; config: the :class:`TrainerConfig`;
+        model: the reconstruction model (on ``device``); device: where training runs.
     """
 
-    def __init__(self, data: TimeSeries | Any, config: TrainerConfig | None = None, *,
-                 model: ReconstructionModel | None = None):
-        self.config = config or TrainerConfig()
-        self.data = data if isinstance(data, TimeSeries) else from_array(data)
-        cfg = self.config
-        if self.data.length < cfg.seq_len + 1:
-            raise ParameterError(f"the series has {self.data.length} samples; a training window "
-                                 f"needs seq_len + 1 = {cfg.seq_len + 1}")
-        self.device = parse_device(cfg.device)
-        init_gen = torch.Generator().manual_seed(cfg.seed)
-        if model is None:
-            model = build_model(cfg.model_config(self.data.dim), generator=init_gen)
-        elif model.obs_dim != self.data.dim:
-            raise ParameterError(f"the model observes {model.obs_dim} coordinates, the data has "
-                                 f"{self.data.dim}")
-        self.model = model.to(self.device)
-        self.x = self.data.x.to(self.device)                          # (T, N) float32
-        with torch.no_grad():
-            self.model.z_ref.copy_(self._inferred_states(self._starts(1, 1))[0])
-        params = list(self.model.parameters())
-        opt = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
-        self.optimizer = opt(params, lr=cfg.lr)
-        self._sampler = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-        self.adaptive = AdaptiveAlpha(cfg.alpha, every=cfg.alpha_every, decay=cfg.alpha_decay)
-        self.step_count = 0
-        self.seconds = 0.0
-        self.history: dict[str, list[float]] = {k: [] for k in ("step", "loss", "grad_norm",
-                                                                 "alpha", "lr")}
-        self.metric_history: list[dict[str, float]] = []
-        self.best: dict[str, float] | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
+    name = "gtf"
 
-    # ------------------------------------------------------------------ schedule
+    def __init__(self, data: TimeSeries, config: TrainerConfig, model: ReconstructionModel,
+                 device: torch.device):
+        self.data = data
+        self.cfg = config
+        self.model = model
+        self.device = device
+        self.x = data.x.to(device)                                    # (T, N) float32
+        self.sampler = torch.Generator().manual_seed(config.seed + 1_000_003)
+        self.adaptive = AdaptiveAlpha(config.alpha, every=config.alpha_every,
+                                      decay=config.alpha_decay)
+        self._states: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ the Task protocol
+    def config(self) -> dict[str, Any]:
+        return self.cfg.as_dict()
+
+    def make_optimizer(self, params, lr):
+        opt = torch.optim.RAdam if self.cfg.optimizer == "radam" else torch.optim.Adam
+        return opt(params, lr=self.cfg.lr)
+
     def lr_at(self, step: int) -> float:
-        """Learning rate of optimisation step ``step`` (0-based): exponential decay."""
-        cfg = self.config
+        """Exponential decay from ``lr`` to ``lr_end`` over the planned ``steps``."""
+        cfg = self.cfg
         frac = min(1.0, step / cfg.steps)
         return cfg.lr * (cfg.lr_end / cfg.lr) ** frac
 
     @property
     def alpha(self) -> float:
         """The forcing strength the next step uses (1 in sparse mode, on forced steps)."""
-        if self.config.alpha_mode == "fixed":
-            return self.config.alpha
-        if self.config.alpha_mode == "sparse":
+        if self.cfg.alpha_mode == "fixed":
+            return self.cfg.alpha
+        if self.cfg.alpha_mode == "sparse":
             return 1.0
         return self.adaptive.alpha
 
-    # ------------------------------------------------------------------ one step
-    def _fail(self, reason: str, good_model, good_opt) -> TrainingDivergedError:
-        if good_model is not None:
-            self.model.load_state_dict(good_model)
-        if good_opt is not None:
-            self.optimizer.load_state_dict(good_opt)
-        self.optimizer.zero_grad(set_to_none=True)
-        step = self.step_count + 1
-        return TrainingDivergedError(f"training diverged at step {step}: {reason}; the last good "
-                                     f"state (step {self.step_count}) was restored", step, reason)
-
-    def step(self) -> dict[str, float]:
-        """One optimisation step. Returns ``loss``, ``grad_norm``, ``alpha``, ``lr``.
-
-        Raises:
-            TrainingDivergedError: NaN/inf loss, non-finite or exploding gradient, or
-                non-finite weights after the update; the previous state is restored first.
-        """
-        cfg = self.config
-        lr = self.lr_at(self.step_count)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+    def loss(self, model, step):
+        cfg = self.cfg
         alpha = self.alpha
         x = sample_windows(self.x, cfg.seq_len + 1, cfg.batch_size,
-                           generator=self._sampler)                   # (T+1, B, N)
-        self.model.train()
-        roll = gtf_rollout(self.model, x, alpha,
-                           tau=cfg.tau if cfg.alpha_mode == "sparse" else None)
-        loss = roll.loss(x)
-        self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise self._fail(f"the loss is {float(loss.detach())}", None, None)
-        loss.backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        gn = float(gn)
-        if not math.isfinite(gn):
-            raise self._fail(f"the gradient norm is {gn}", None, None)
-        if gn > cfg.explode_norm:
-            raise self._fail(f"the gradient norm {gn:.3g} exceeds {cfg.explode_norm:.3g} "
-                             "(exploding gradient)", None, None)
-        good_model = _clone(self.model.state_dict())
-        good_opt = _clone(self.optimizer.state_dict())
-        self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise self._fail("the weights became non-finite", good_model, good_opt)
-        if cfg.alpha_mode == "adaptive":
-            self.adaptive.update(self.model, roll.states)
-        self.step_count += 1
-        out = {"loss": float(loss.detach()), "grad_norm": gn, "alpha": alpha, "lr": lr}
-        self.history["step"].append(self.step_count)
-        for k, v in out.items():
-            self.history[k].append(v)
-        return out
+                           generator=self.sampler)                    # (T+1, B, N)
+        roll = gtf_rollout(model, x, alpha, tau=cfg.tau if cfg.alpha_mode == "sparse" else None)
+        self._states = roll.states
+        return roll.loss(x), {"alpha": alpha}
 
-    # ------------------------------------------------------------------ evaluation
-    def _warmup(self) -> int:
+    def after_step(self, model, step, applied):
+        states, self._states = self._states, None
+        if self.cfg.alpha_mode != "adaptive" or states is None:
+            return
+        if applied:
+            self.adaptive.update(model, states)
+        elif bool(torch.isfinite(states).all()):
+            # a skipped batch: re-estimate now (a steep model needs more forcing at once)
+            self.adaptive.calls -= self.adaptive.calls % self.adaptive.every
+            self.adaptive.update(model, states)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.get_state(), "adaptive": self.adaptive.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sampler.set_state(state["sampler"])
+        self.adaptive.load_state_dict(state["adaptive"])
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        return self.metrics()
+
+    # ------------------------------------------------------------------ free runs
+    def warmup(self) -> int:
         """Forcing steps that settle unobserved latent units (0 when all are observed)."""
         m = self.model
         return 25 if (m.B is not None or m.latent_dim > m.obs_dim) else 0
 
     @torch.no_grad()
-    def _inferred_states(self, starts: torch.Tensor) -> torch.Tensor:
+    def inferred_states(self, starts: torch.Tensor) -> torch.Tensor:
         """Latent states (B, M) at samples ``starts`` (B,) inferred from the data: full
         teacher forcing over up to 25 earlier samples settles the unobserved units."""
         m = self.model
-        w = min(self._warmup(), int(starts.min()))
+        w = min(self.warmup(), int(starts.min()))
         idx = (starts - w).unsqueeze(0) + torch.arange(w + 1).unsqueeze(1)   # (w+1, B)
         win = self.x[idx.to(self.x.device)]                                   # (w+1, B, N)
         z = m.init_state(win[0])
@@ -337,71 +265,33 @@ class Trainer:
             z = force(m, f(wts, z), win[s], 1.0, pinv)
         return z
 
-    def _starts(self, length: int, runs: int) -> torch.Tensor:
+    def starts(self, length: int, runs: int) -> torch.Tensor:
         """``runs`` evenly spaced start samples leaving room for ``length`` samples."""
         hi = self.data.length - length
-        lo = min(self._warmup(), hi)
+        lo = min(self.warmup(), hi)
         return torch.linspace(lo, hi, max(1, runs)).round().long().unique()
 
     @torch.no_grad()
-    def free_run(self, steps: int, *, runs: int = 1) -> torch.Tensor:
-        """Observations of ``runs`` free runs from data-inferred states at evenly spaced
-        samples: (steps + 1, runs, N), float32, standardised units."""
-        self.model.eval()
-        L = min(int(steps) + 1, self.data.length)
-        z0 = self._inferred_states(self._starts(L, runs))                     # (B, M)
-        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, steps)])       # (T+1, B, M)
-        return self.model.observe(zs)
-
-    @torch.no_grad()
-    def _free_runs(self, length: int, runs: int):
+    def free_runs(self, length: int, runs: int):
         """Data windows and free runs from the same data-inferred starts: ``x_true`` (L, B, N),
         ``x_ref`` (the noise-free windows or None), ``x_gen`` (L, B, N) on the CPU and the
         latent states ``zs`` (L, B, M)."""
         self.model.eval()
         L = min(int(length), self.data.length)
-        starts = self._starts(L, runs)                                        # (B,)
+        starts = self.starts(L, runs)                                         # (B,)
         idx = starts.unsqueeze(0) + torch.arange(L).unsqueeze(1)              # (L, B)
         x_true = self.data.x[idx]                                             # (L, B, N)
         x_ref = None if self.data.reference is None else self.data.reference[idx]
-        z0 = self._inferred_states(starts)
+        z0 = self.inferred_states(starts)
         zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, L - 1)])      # (L, B, M)
         x_gen = self.model.observe(zs).cpu()                                  # (L, B, N)
         return x_true, x_ref, x_gen, zs
 
     @torch.no_grad()
-    def verdict(self, *, length: int | None = None, runs: int | None = None,
-                threshold: float = D_STSP_GOOD) -> Verdict:
-        """Is the current model a reconstruction? Free runs (``length`` x ``runs``, default
-        the config's metric sizes) judged by :func:`explorer.training.verdict.reconstruction_verdict`
-        against the noise-free reference when the data carry one, else against the data."""
-        cfg = self.config
-        x_true, x_ref, x_gen, _ = self._free_runs(length or cfg.metric_length, runs or cfg.metric_runs)
-        ref = x_ref if x_ref is not None else x_true
-        return reconstruction_verdict(ref, x_gen, threshold=threshold,
-                                      reference="data" if x_ref is None else "noise-free reference",
-                                      generator=torch.Generator().manual_seed(cfg.seed))
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Invariant metrics of free runs against the data (float64 distances).
-
-        ``metric_runs`` free runs of ``metric_length`` steps start from data-inferred states
-        at evenly spaced samples; ``d_stsp`` and ``d_h`` compare them, pooled, with the data
-        windows from the same starts (several runs cover the attractor as well as one long
-        run at a fraction of the sequential cost); ``pe`` is the n-step prediction error.
-        When the data carry a noise-free ``reference`` (simulated with observation noise),
-        ``d_stsp_clean`` and ``d_h_clean`` compare with it too (observation noise alone keeps
-        ``d_stsp`` against noisy data above a floor: about 0.8 for Lorenz-63 at 5 %).
-        ``spread`` is the late free run's variation relative to the data's (near 0: the model
-        settled on a fixed point) and ``escaped`` 1.0 when the free run runs away (see
-        :mod:`explorer.training.verdict`; :func:`metrics_verdict` judges these numbers). With
-        ``config.lyapunov`` also ``lyapunov`` (model, per time unit of the data) and
-        ``lyapunov_data`` (the source's published value, when known). The best model is
-        chosen by ``d_stsp`` (against the data, as in practice).
-        """
-        cfg = self.config
-        x_true, x_ref, x_gen, zs = self._free_runs(cfg.metric_length, cfg.metric_runs)
+    def metrics(self) -> dict[str, float]:
+        """See :meth:`Trainer.evaluate`."""
+        cfg = self.cfg
+        x_true, x_ref, x_gen, zs = self.free_runs(cfg.metric_length, cfg.metric_runs)
         gen = torch.Generator().manual_seed(cfg.seed)
         out = {"d_stsp": state_space_divergence(x_true, x_gen, generator=gen),
                "d_h": power_spectrum_distance(x_true, x_gen),
@@ -426,91 +316,141 @@ class Trainer:
                 out["lyapunov_data"] = float(self.data.lyapunov)
         return out
 
-    def _record_metrics(self, metrics: dict[str, float]) -> None:
-        self.metric_history.append({"step": self.step_count, **metrics})
-        d = metrics["d_stsp"]
-        if math.isfinite(d) and (self.best is None or d < self.best["d_stsp"]):
-            self.best = {"step": self.step_count, "d_stsp": d}
-            self._best_state = _clone(self.model.state_dict())
+
+def loop_config(cfg: TrainerConfig) -> LoopConfig:
+    """The :class:`LoopConfig` a :class:`TrainerConfig` implies."""
+    return LoopConfig(lr=cfg.lr, planned_steps=cfg.steps, eval_every=cfg.metrics_every,
+                      best_metric="d_stsp", grad_clip=cfg.grad_clip, explode_norm=cfg.explode_norm,
+                      max_bad_steps=cfg.max_bad_steps, event_snapshots=True)
+
+
+class Trainer(TrainingLoop):
+    """Train a PLRNN / shallow PLRNN / AL-RNN on one time series: the generic
+    :class:`TrainingLoop` with a :class:`GTFTask`.
+
+    Args:
+        data: a :class:`TimeSeries` (see :mod:`explorer.training.data`) or a (T, N) array.
+        config: the :class:`TrainerConfig`.
+        model: an existing model to continue training (default: a fresh one from the config,
+            initialised from ``config.seed``).
+
+    Attributes:
+        model, optimizer, data, config (the :class:`TrainerConfig`; the loop's own is
+        ``loop_config``), task (the :class:`GTFTask`); ``step_count``; ``history`` (per-step
+        columns ``step``, ``loss``, ``grad_norm``, ``alpha``, ``lr``); ``metric_history``
+        (one dict per evaluation); ``best`` (``step`` and ``d_stsp`` of the best model so
+        far); ``skipped`` and ``rollbacks`` (see :class:`TrainingLoop`).
+    """
+
+    def __init__(self, data: TimeSeries | Any, config: TrainerConfig | None = None, *,
+                 model: ReconstructionModel | None = None):
+        cfg = config or TrainerConfig()
+        data = data if isinstance(data, TimeSeries) else from_array(data)
+        if data.length < cfg.seq_len + 1:
+            raise ParameterError(f"the series has {data.length} samples; a training window "
+                                 f"needs seq_len + 1 = {cfg.seq_len + 1}")
+        self.data = data
+        self.device = parse_device(cfg.device)
+        init_gen = torch.Generator().manual_seed(cfg.seed)
+        if model is None:
+            model = build_model(cfg.model_config(data.dim), generator=init_gen)
+        elif model.obs_dim != data.dim:
+            raise ParameterError(f"the model observes {model.obs_dim} coordinates, the data has "
+                                 f"{data.dim}")
+        model = model.to(self.device)
+        task = GTFTask(data, cfg, model, self.device)
+        with torch.no_grad():
+            model.z_ref.copy_(task.inferred_states(task.starts(1, 1))[0])
+        super().__init__(task, loop_config(cfg))
+        self.config = cfg
+        self.x = task.x
+        self.history = {k: [] for k in ("step", "loss", "grad_norm", "alpha", "lr")}
+
+    # ------------------------------------------------------------------ GTF state
+    @property
+    def adaptive(self) -> AdaptiveAlpha:
+        return self.task.adaptive
+
+    @property
+    def _sampler(self) -> torch.Generator:
+        return self.task.sampler
+
+    @property
+    def alpha(self) -> float:
+        """The forcing strength the next step uses (1 in sparse mode, on forced steps)."""
+        return self.task.alpha
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimisation step ``step`` (0-based): exponential decay."""
+        return self.task.lr_at(step)
+
+    # ------------------------------------------------------------------ evaluation
+    def _warmup(self) -> int:
+        return self.task.warmup()
+
+    def _inferred_states(self, starts: torch.Tensor) -> torch.Tensor:
+        return self.task.inferred_states(starts)
+
+    def _starts(self, length: int, runs: int) -> torch.Tensor:
+        return self.task.starts(length, runs)
+
+    def _free_runs(self, length: int, runs: int):
+        return self.task.free_runs(length, runs)
+
+    @torch.no_grad()
+    def free_run(self, steps: int, *, runs: int = 1) -> torch.Tensor:
+        """Observations of ``runs`` free runs from data-inferred states at evenly spaced
+        samples: (steps + 1, runs, N), float32, standardised units."""
+        self.model.eval()
+        L = min(int(steps) + 1, self.data.length)
+        z0 = self.task.inferred_states(self.task.starts(L, runs))             # (B, M)
+        zs = torch.cat([z0.unsqueeze(0), self.model.forward(z0, steps)])       # (T+1, B, M)
+        return self.model.observe(zs)
+
+    @torch.no_grad()
+    def verdict(self, *, length: int | None = None, runs: int | None = None,
+                threshold: float = D_STSP_GOOD) -> Verdict:
+        """Is the current model a reconstruction? Free runs (``length`` x ``runs``, default
+        the config's metric sizes) judged by :func:`explorer.training.verdict.reconstruction_verdict`
+        against the noise-free reference when the data carry one, else against the data."""
+        cfg = self.config
+        x_true, x_ref, x_gen, _ = self.task.free_runs(length or cfg.metric_length,
+                                                      runs or cfg.metric_runs)
+        ref = x_ref if x_ref is not None else x_true
+        return reconstruction_verdict(ref, x_gen, threshold=threshold,
+                                      reference="data" if x_ref is None else "noise-free reference",
+                                      generator=torch.Generator().manual_seed(cfg.seed))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Invariant metrics of free runs against the data (float64 distances).
+
+        ``metric_runs`` free runs of ``metric_length`` steps start from data-inferred states
+        at evenly spaced samples; ``d_stsp`` and ``d_h`` compare them, pooled, with the data
+        windows from the same starts (several runs cover the attractor as well as one long
+        run at a fraction of the sequential cost); ``pe`` is the n-step prediction error.
+        When the data carry a noise-free ``reference`` (simulated with observation noise),
+        ``d_stsp_clean`` and ``d_h_clean`` compare with it too (observation noise alone keeps
+        ``d_stsp`` against noisy data above a floor: about 0.8 for Lorenz-63 at 5 %).
+        ``spread`` is the late free run's variation relative to the data's (near 0: the model
+        settled on a fixed point) and ``escaped`` 1.0 when the free run runs away (see
+        :mod:`explorer.training.verdict`; :func:`metrics_verdict` judges these numbers). With
+        ``config.lyapunov`` also ``lyapunov`` (model, per time unit of the data) and
+        ``lyapunov_data`` (the source's published value, when known). The best model is
+        chosen by ``d_stsp`` (against the data, as in practice).
+        """
+        return self.task.metrics()
 
     def best_model(self) -> ReconstructionModel:
         """A copy of the model with the lowest D_stsp so far (the current one if none yet)."""
         m = build_model(self.model.config)
-        m.load_state_dict(self._best_state if self._best_state is not None else self.model.state_dict())
+        m.load_state_dict(self.best_state())
         return m
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        """A detached CPU copy of the model's ``state_dict``."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-
-    # ------------------------------------------------------------------ loop
-    def run(self, n: int, callbacks: Iterable[Callable[[TrainEvent], Any]] = (),
-            stop: threading.Event | None = None) -> TrainEvent:
-        """Take up to ``n`` steps, emitting a :class:`TrainEvent` after each to ``callbacks``.
-
-        Metrics are computed every ``config.metrics_every`` steps (counted over the whole
-        training). Setting ``stop`` ends the run before the next step (pause); calling
-        :meth:`run` again resumes. A divergence restores the last good state and ends the run
-        with a ``"diverged"`` event.
-
-        Returns:
-            The last event.
-        """
-        cfg = self.config
-        callbacks = tuple(callbacks)
-        t_start = time.perf_counter()
-        t_last = t_start
-        done = 0
-        event = None
-
-        def emit(ev):
-            for cb in callbacks:
-                cb(ev)
-            return ev
-
-        def eta():
-            if done == 0:
-                return None
-            rate = (time.perf_counter() - t_start) / done
-            return rate * max(0, cfg.steps - self.step_count)
-
-        for i in range(int(n)):
-            if stop is not None and stop.is_set():
-                event = emit(TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds,
-                                        eta(), "stopped", f"paused at step {self.step_count}"))
-                return event
-            try:
-                losses = self.step()
-            except TrainingDivergedError as e:
-                now = time.perf_counter()
-                self.seconds += now - t_last
-                return emit(TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds,
-                                       None, "diverged", str(e)))
-            metrics = None
-            if cfg.metrics_every and self.step_count % cfg.metrics_every == 0:
-                metrics = self.evaluate()
-                self._record_metrics(metrics)
-            done += 1
-            now = time.perf_counter()
-            self.seconds += now - t_last
-            t_last = now
-            last = i == int(n) - 1
-            event = emit(TrainEvent(self.step_count, losses, metrics, self.snapshot(),
-                                    self.seconds, eta(), "done" if last else "running",
-                                    f"step {self.step_count}, loss {losses['loss']:.4g}"))
-        if event is None:
-            event = TrainEvent(self.step_count, {}, None, self.snapshot(), self.seconds, eta(),
-                               "done", "no steps requested")
-        return event
+    def _planned_steps(self) -> int:
+        return self.config.steps
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
-        """Counters, RNG and forcing state (plain data) for checkpoints."""
-        return {"step_count": self.step_count, "seconds": self.seconds,
-                "sampler": self._sampler.get_state(), "adaptive": self.adaptive.state_dict(),
-                "best": None if self.best is None else dict(self.best),
-                "best_state": self._best_state}
-
     def save(self, path, *, include_data: bool = True) -> Path:
         """Save everything needed to resume exactly (atomically; see :mod:`.checkpoint`)."""
         return save_checkpoint(path, self.model, optimizer=self.optimizer,
@@ -518,37 +458,49 @@ class Trainer:
                                normalisation=self.data.normalisation,
                                history={"losses": self.history, "metrics": self.metric_history},
                                trainer_state=self.state(),
+                               task={"name": self.task.name, "config": self.config.as_dict()},
+                               task_state=self.task.state_dict(),
+                               loop_config=self.loop_config.as_dict(),
                                data=self.data if include_data else None)
 
     @classmethod
     def load(cls, path, data: TimeSeries | Any | None = None, *,
-             device: str | None = None) -> "Trainer":
-        """A trainer restored from :meth:`save`; it continues the same loss curve.
+             device: str | None = None) -> Trainer:
+        """A trainer restored from :meth:`save`; it continues the same loss curve. Reads
+        version 1 checkpoints too.
 
         Args:
             data: the training series when the checkpoint was saved without it.
             device: override the saved device.
+
+        Raises:
+            CheckpointError: unreadable or truncated file; CheckpointMismatchError: a
+            checkpoint of another task; ParameterError: a bare model, or no data.
         """
         ck = load_checkpoint(path)
+        name = Path(path).name
+        if ck.task_name is not None and ck.task_name != GTFTask.name:
+            raise CheckpointMismatchError(f"{name} holds a {ck.task_name!r} checkpoint, not a "
+                                          f"reconstruction ({GTFTask.name!r}) run")
         if ck.trainer_config is None or ck.trainer_state is None:
-            raise ParameterError(f"{Path(path).name} holds a model but no trainer state")
+            raise ParameterError(f"{name} holds a model but no trainer state")
         config = TrainerConfig.from_dict(ck.trainer_config)
         if device is not None:
             config = config.replace(device=device)
         if data is None:
             if ck.data is None:
-                raise ParameterError(f"{Path(path).name} was saved without its data; pass data=")
+                raise ParameterError(f"{name} was saved without its data; pass data=")
             data = ck.data
-        tr = cls(data, config, model=ck.model())
+        model = ck.model()
+        if not isinstance(model, ReconstructionModel):
+            raise CheckpointMismatchError(f"{name} holds a {type(model).__name__}, "
+                                          "not a reconstruction model")
+        tr = cls(data, config, model=model)
         tr.model.load_state_dict(ck.model_state)
         tr.optimizer.load_state_dict(ck.optimizer_state)
         st = ck.trainer_state
-        tr.step_count = int(st["step_count"])
-        tr.seconds = float(st["seconds"])
-        tr._sampler.set_state(st["sampler"])
-        tr.adaptive.load_state_dict(st["adaptive"])
-        tr.best = st["best"]
-        tr._best_state = st["best_state"]
+        tr.load_state(st)
+        tr.task.load_state_dict(ck.task_state if ck.task_state is not None else st)   # v1: in st
         hist = ck.history or {}
         tr.history = {k: list(v) for k, v in hist.get("losses", tr.history).items()}
         tr.metric_history = [dict(m) for m in hist.get("metrics", [])]

@@ -173,7 +173,7 @@ def free_run_spread(x_true, x_gen, *, tail: float = 0.25) -> float:
     if not torch.isfinite(xg).all():
         return math.nan
     sd = xt.reshape(-1, xt.shape[-1]).std(0).clamp_min(1e-12)              # (D,)
-    n = max(2, int(round(xg.shape[0] * tail)))
+    n = max(2, round(xg.shape[0] * tail))
     late = xg[-n:]                                                          # (n, B, D)
     per = (late.std(0) / sd).amax(-1)                                       # (B,)
     return float(per.min())
@@ -221,11 +221,21 @@ def reconstruction_verdict(x_true, x_gen, *, threshold: float = D_STSP_GOOD,
     d = state_space_divergence(xt, xg, generator=generator)
     try:
         h = power_spectrum_distance(xt, xg)
-    except Exception:                         # too short or constant data: no spectrum
+    except Exception:  # noqa: BLE001 -- too short or constant data: no spectrum
         h = math.nan
     return judge(d, h, free_run_spread(xt, xg), escaped=escaped(xt, xg), threshold=threshold,
                  reference=reference)
 
 
-__all__ = ["Verdict", "judge", "metrics_verdict", "reconstruction_verdict", "free_run_spread", "escaped",
-           "D_STSP_GOOD", "D_H_GOOD", "SPREAD_MIN", "KINDS"]
+__all__ = [
+    "D_H_GOOD",
+    "D_STSP_GOOD",
+    "KINDS",
+    "SPREAD_MIN",
+    "Verdict",
+    "escaped",
+    "free_run_spread",
+    "judge",
+    "metrics_verdict",
+    "reconstruction_verdict",
+]
