@@ -1,30 +1,24 @@
 """The web app: ``dynamics-explorer serve``, or ``panel serve explorer/app.py``.
 
 One Panel app; the page comes from the URL (``?page=attractors``, the default;
-``?page=reconstruction`` trains models on data), and the
-rest of the query holds that page's state, so a copied link reproduces what was shown.
+``?page=reconstruction`` trains models on data; every page of the registry in
+:mod:`explorer.pages`), and the rest of the query holds that page's state, so a copied link
+reproduces what was shown.
 """
 
 from __future__ import annotations
 
 import panel as pn
 
-from .pages import PAGES
-from .pages import attractors as _attractors  # importing explorer.views loads the extensions
-from .pages import reconstruction as _reconstruction
+from . import views as _views  # noqa: F401  (loads the Panel/HoloViews extensions once)
+from .pages import page
 
 
 def create_app():
-    """Build the page the URL asks for (called once per browser session)."""
+    """Build the page the URL asks for (called once per browser session); the pages are
+    those of the registry (:mod:`explorer.pages`)."""
     query = (pn.state.location.query_params if pn.state.location is not None else {}) or {}
-    page = query.get("page", "attractors")
-    if page not in PAGES:
-        page = "attractors"
-    if page == "attractors":
-        return _attractors.build()
-    if page == "reconstruction":
-        return _reconstruction.build()
-    raise AssertionError(page)  # pragma: no cover - every key of PAGES is handled above
+    return page(query.get("page")).build()
 
 
 class _DisconnectFilter:

@@ -245,3 +245,52 @@ def test_live_ensemble_steps_and_applies_new_parameters():
     live.pause()
     assert live.frame().index > 0
     live.close()
+
+
+# ------------------------------------------------------------------ live mode in the controller
+def test_live_mode_follows_settings_while_playing(ctrl):
+    assert ctrl.play() and ctrl.playing
+    assert ctrl.live_status == "running: 1,000 trajectories"
+    ctrl.set_value("rho", 15.0)                          # reaches the running ensemble
+    assert ctrl.live.system.params["rho"] == 15.0 and ctrl.playing
+    ctrl.live_n = 200                                    # a new size rebuilds it, still playing
+    assert ctrl.live.n == 200 and ctrl.playing
+    assert ctrl.live_status == "running: 200 trajectories"
+    ctrl.live_speed = 5
+    assert ctrl.live.steps_per_frame == 5
+    with pytest.raises(ValueError):
+        ctrl.live_n = 0                                  # bounds live in the declaration
+    ctrl.pause()
+    assert not ctrl.playing and ctrl.live_status.startswith("paused: 200 trajectories, t = ")
+    live = ctrl.live
+    ctrl.dt = 0.005                                      # a new time step rebuilds, paused
+    assert ctrl.live is not live and not ctrl.playing and ctrl.live.dt == 0.005
+    ctrl.system = "henon"                                # a new system stops live mode
+    assert ctrl.live is None and ctrl.live_status == ""
+
+
+def test_live_step_advances_time_and_reset_restarts(ctrl):
+    ctrl.live_speed = 3
+    assert ctrl.step()
+    t1 = ctrl.live_frame().t
+    assert t1 == pytest.approx(3 * ctrl.dt) and not ctrl.playing
+    ctrl.step()
+    assert ctrl.live_frame().t == pytest.approx(2 * t1)
+    assert ctrl.live_status == f"paused: 1,000 trajectories, t = {2 * t1:.4g}"
+    ctrl.set_x0([1.0, 2.0, 3.0])                         # a new initial condition restarts it
+    frame = ctrl.live_frame()
+    assert frame.index == 0 and np.allclose(frame.trails[-1][0], [1.0, 2.0, 3.0])
+    ctrl.reset()
+    assert ctrl.live_frame().index == 0
+    ctrl.close()
+    assert ctrl.live is None
+
+
+def test_live_mode_of_a_map_and_a_dimension_change(ctrl):
+    ctrl.system = "lorenz96"
+    ctrl.step()
+    ctrl.set_value("n", 6)                               # the ensemble takes the new dimension
+    assert ctrl.live.system.dim == 6 and ctrl.live_frame().trails.shape[-1] == 6
+    ctrl.system = "henon"
+    ctrl.live_speed = 1
+    assert ctrl.step() and ctrl.live_frame().t == pytest.approx(1.0)   # one iteration

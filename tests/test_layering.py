@@ -9,8 +9,34 @@ PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.
         "explorer.core.solvers", "explorer.core.custom", "explorer.core.analysis",
         "explorer.core.flows", "explorer.core.maps", "explorer.cli", "explorer.core.native",
         "explorer.core.analysis.invariants", "explorer.models", "explorer.models.pwl",
-        "explorer.training"]
+        "explorer.training", "explorer.training.frames", "explorer.training.loop"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
+
+
+#: the controllers hold state in ``param`` and never touch a UI library
+CONTROLLERS = ["explorer.controllers", "explorer.controllers.base", "explorer.controllers.run",
+               "explorer.controllers.jobs", "explorer.controllers.attractors",
+               "explorer.controllers.reconstruction", "explorer.controllers.live",
+               "explorer.controllers.presets"]
+UI_ONLY = ("panel", "holoviews", "bokeh", "hvplot", "datashader")
+
+
+def test_controllers_import_no_panel_holoviews_or_bokeh():
+    """Every controller module (in one interpreter: torch is imported once)."""
+    code = (f"import sys, importlib\n"
+            f"for m in {CONTROLLERS!r}: importlib.import_module(m)\n"
+            f"print(','.join(m for m in {UI_ONLY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the controllers pulled in {out.stdout.strip()}"
+
+
+def test_page_registry_loads_no_page():
+    """Importing the registry imports no view: a page is built when it is first asked for."""
+    code = ("import sys, explorer.pages as p; "
+            "print(','.join(m for m in ('holoviews', 'bokeh', 'torch') if m in sys.modules), "
+            "sorted(p.REGISTRY))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['attractors',", "'reconstruction']"], out.stdout
 
 
 @pytest.mark.parametrize("module", PURE)

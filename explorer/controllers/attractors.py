@@ -2,9 +2,11 @@
 
 The controller holds what the user chose (system, parameter values, initial condition,
 solver, view settings), validates every change, turns it into compute requests run off the
-UI thread by a :class:`~explorer.controllers.jobs.JobRunner`, and publishes finished results
-as parameters (``attractor``, ``lyapunov``, ``orbit``, ``section``, ``fixed``) that the
-views watch. The same object drives the served page, the notebook and the tests.
+UI thread (:class:`~explorer.controllers.base.PageController` jobs), and publishes finished
+results as parameters (``attractor``, ``lyapunov``, ``orbit``, ``section``, ``fixed``) that the
+views watch. It also owns live mode: a :class:`~explorer.controllers.live.LiveEnsemble` played,
+paused, stepped and rebuilt here, so the view only draws its frames. The same object drives the
+served page, the notebook and the tests.
 
 Page state round-trips through the URL query (:meth:`to_query` / :meth:`apply_query`).
 """
@@ -25,19 +27,16 @@ from ..core.analysis.fixed_points import fixed_points
 from ..core.analysis.local import local_expansion, speed
 from ..core.analysis.lyapunov import lyapunov_spectrum
 from ..core.analysis.sections import orbit_diagram, poincare_section
-from ..core.custom import parse_param_assignments, parse_system, validate_equations
-from ..core.device import available_devices, default_device, describe_device, parse_device
+from ..core.device import describe_device
 from ..core.errors import ExplorerError, ParameterError, SizeLimitError
-from ..core.registry import system_class, system_names
+from ..core.registry import system_class
 from ..core.simulate import Trajectory, prepare_initial_states, simulate
 from ..core.system import DynamicalSystem, check_param_value
-from .jobs import Done, JobRunner
+from .base import (CUSTOM, DEFAULT_CUSTOM_PARAMS, DEFAULT_EQUATIONS, SystemSource,
+                   one_line)
+from .jobs import Done
+from .live import Frame, LiveEnsemble
 from .presets import PRESETS
-
-CUSTOM = "custom"
-DEFAULT_EQUATIONS = "dx/dt = sigma*(y - x)\ndy/dt = x*(rho - z) - y\ndz/dt = x*y - beta*z"
-DEFAULT_CUSTOM_PARAMS = "sigma = 10, rho = 28, beta = 2.6667"
-
 
 def _env_float(name: str, default: float) -> float:
     try:
@@ -79,6 +78,11 @@ class AttractorData:
     trajectory: Trajectory | None = field(default=None, repr=False)
 
     @property
+    def is_map(self) -> bool:
+        """Discrete time: iterates are points (not joined), time is the iteration n."""
+        return self.kind == "map"
+
+    @property
     def n_points(self) -> int:
         return int(self.x.shape[0] * self.x.shape[1])
 
@@ -87,12 +91,10 @@ def _fmt(v: float) -> str:
     return repr(float(v)) if not float(v).is_integer() else str(int(v)) if abs(v) < 1e15 else repr(float(v))
 
 
-class AttractorController(param.Parameterized):
+class AttractorController(SystemSource):
     """Everything the Attractors page shows, and the requests that compute it."""
 
-    # ---- what is simulated
-    system = param.Selector(default="lorenz63", objects=["lorenz63"],
-                            doc="The dynamical system: built-in, dysts (when installed) or custom.")
+    # ---- what is simulated (``system``, ``equations``, ``custom_params``: SystemSource)
     values = param.Dict(default={}, doc="Parameter values of the system (each within its bounds).")
     x0 = param.List(default=[], item_type=float, doc="Initial condition, one value per variable.")
     solver = param.Selector(default="rk4", objects=["rk4", "dopri5", "euler", "map"],
@@ -108,7 +110,6 @@ class AttractorController(param.Parameterized):
                              doc="Discarded before recording: time units (flows) or iterations (maps).")
     spread = param.Number(default=0.5, bounds=(0.0, 100.0),
                           doc="Spread of the ensemble around the initial condition (relative).")
-    device = param.String(default="", doc="Compute device (cpu, cuda, cuda:1, ...).")
     # ---- how it is shown
     x_var = param.String(default="x", doc="Horizontal variable of the projection.")
     y_var = param.String(default="z", doc="Vertical variable of the projection.")
@@ -117,8 +118,15 @@ class AttractorController(param.Parameterized):
     z_var = param.String(default="", doc="Third variable of the 3D view.")
     azimuth = param.Number(default=30.0, bounds=(-180.0, 180.0), doc="3D view: rotation about the vertical axis (degrees).")
     elevation = param.Number(default=20.0, bounds=(-90.0, 90.0), doc="3D view: tilt (degrees).")
-    color_by = param.Selector(default="time", objects=["time", "speed", "expansion"],
+    color_by = param.Selector(default="time", objects={"time": "time", "speed": "speed",
+                                                       "local expansion rate": "expansion"},
                               doc="Colour points by time, speed or local expansion rate.")
+    # ---- live mode
+    live_n = param.Integer(default=1000, bounds=(1, MAX_TRAJECTORIES),
+                           doc="Live mode: number of trajectories animated around the initial condition.")
+    live_speed = param.Integer(default=2, bounds=(1, 50),
+                               doc="Live mode: integration steps (iterations) per frame.")
+    live_status = param.String(default="", doc="Live mode: running or paused, ensemble size, time.")
     # ---- orbit diagram, section
     orbit_param = param.String(default="", doc="Parameter swept by the orbit diagram.")
     orbit_low = param.Number(default=0.0, doc="Lower end of the orbit diagram's range.")
@@ -127,10 +135,6 @@ class AttractorController(param.Parameterized):
     section_var = param.String(default="", doc="Poincaré section: the plane is this variable = value.")
     section_value = param.Number(default=None, allow_None=True,
                                  doc="Poincaré section plane position (empty: the mean).")
-    # ---- custom system
-    equations = param.String(default=DEFAULT_EQUATIONS, doc="Equations of the custom system.")
-    custom_params = param.String(default=DEFAULT_CUSTOM_PARAMS,
-                                 doc="Parameters of the custom system: name = value, ...")
     # ---- classroom / presets
     preset = param.String(default="", doc="Teaching preset in use.")
     classroom = param.Boolean(default=False, doc="Classroom mode: hide the controls listed in 'hidden'.")
@@ -141,25 +145,19 @@ class AttractorController(param.Parameterized):
     orbit = param.Parameter(default=None, doc="Last OrbitDiagram.")
     section = param.Parameter(default=None, doc="Last Section.")
     fixed = param.Parameter(default=None, doc="Last list of FixedPoint.")
-    errors = param.Dict(default={}, doc="Error message per result key.")
-    status = param.String(default="", doc="What is computing and where, or what just happened.")
     orbit_history = param.List(default=[], doc="Zoom history of the orbit diagram: (low, high) pairs.")
     query_version = param.Integer(default=0, doc="Bumped when the URL state changed.")
 
     RESULT_KEYS = ("attractor", "lyapunov", "orbit", "section", "fixed")
 
     def __init__(self, *, dysts: bool = False, auto: bool = True, notify=None, **params):
-        names = system_names(dysts=dysts) + [CUSTOM]
-        self.param.system.objects = names
-        super().__init__(**{k: v for k, v in params.items() if k != "system"})
-        self.jobs = JobRunner(notify=notify)
-        self.auto = auto
-        self._custom_cache: tuple[str, str, DynamicalSystem] | None = None
         self._after_attractor: list[str] = []
-        self._job_threads: dict[str, int | None] = {}
-        self._suspend = 0
-        if not self.device:
-            self.device = str(default_device())
+        self.live: LiveEnsemble | None = None      # live mode's ensemble (built on demand)
+        super().__init__(dysts=dysts, kinds=("flow", "map"), auto=auto, notify=notify,
+                         **{k: v for k, v in params.items() if k != "system"})
+        # live mode follows the system first (a new system stops it before its settings move)
+        self.param.watch(self._on_live_change, ["system", "equations", "custom_params", "values",
+                                                "x0", "solver", "dt", "live_n", "live_speed"])
         self._select(params.get("system", self.system), reset=True)
         self.param.watch(self._on_system, "system")
         self.param.watch(self._on_sim_change,
@@ -175,47 +173,32 @@ class AttractorController(param.Parameterized):
     # ================================================================ the system
     def current_system(self) -> DynamicalSystem:
         """The system at the current parameter values (validated)."""
-        if self.system == CUSTOM:
-            return self._custom_system()
-        return system_class(self.system)(**self.values)
+        return self.system_of(self.system, **self.values)
 
     def system_class(self) -> type[DynamicalSystem]:
         return type(self.current_system()) if self.system == CUSTOM else system_class(self.system)
 
-    def _custom_system(self) -> DynamicalSystem:
-        key = (self.equations, self.custom_params)
-        if self._custom_cache is None or self._custom_cache[:2] != key:
-            params = parse_param_assignments(self.custom_params)
-            sys_ = parse_system(self.equations, params, name=CUSTOM)
-            self._custom_cache = (*key, sys_)
-        return self._custom_cache[2]
-
-    def check_custom(self, equations: str | None = None, params_text: str | None = None) -> list[str]:
-        """Problems with typed equations and parameters, one message each (empty: valid).
-
-        Used as the user types; nothing is applied."""
-        eqs = self.equations if equations is None else equations
-        ptext = self.custom_params if params_text is None else params_text
+    def is_map(self) -> bool:
+        """Whether the current system is a map (flows when it cannot be built)."""
         try:
-            params = parse_param_assignments(ptext)
-        except ParameterError as e:
-            return [f"parameters: {e}"]
-        return [str(e) for e in validate_equations(eqs, params)]
+            return self.current_system().is_map
+        except ExplorerError:
+            return False
 
     def _select(self, name: str, *, reset: bool) -> None:
         """Switch to ``name`` and reset the dependent settings to that system's defaults."""
         if name not in self.param.system.objects:
             system_class(name)                       # raises UnknownSystemError with a hint
             raise ParameterError(f"{name!r} is not offered on this page")
-        self._suspend += 1
-        try:
+        with self.suspended():
             self.system = name
-            sys_ = self._default_instance()
+            sys_ = self.system_of(name)
             cls = type(sys_)
             self.values = {} if name == CUSTOM else dict(sys_.params)
             self.x0 = [float(v) for v in sys_.default_x0]
-            flow = sys_.kind == "flow"
-            self.solver = "rk4" if flow else "map"
+            flow = sys_.continuous_time
+            self.param.solver.objects = cls.solver_names()
+            self.solver = cls.default_solver
             self.dt = float(sys_.default_dt) if flow else 1.0
             self.duration = 100.0 if flow else 5000.0
             self.transient = 10.0 if flow else 100.0
@@ -245,13 +228,6 @@ class AttractorController(param.Parameterized):
             self._after_attractor = []
             self.param.update(attractor=None, lyapunov=None, orbit=None, section=None, fixed=None,
                               errors={})
-        finally:
-            self._suspend -= 1
-
-    def _default_instance(self) -> DynamicalSystem:
-        if self.system == CUSTOM:
-            return self._custom_system()
-        return system_class(self.system)()
 
     # ================================================================ validated setters
     def set_value(self, name: str, value: float) -> None:
@@ -266,22 +242,13 @@ class AttractorController(param.Parameterized):
         if spec.integer:                               # the dimension may change (Lorenz-96)
             sys_ = cls(**new)
             if sys_.dim != len(self.x0):
-                self._suspend += 1
-                try:
+                with self.suspended():
                     self.x0 = [float(v) for v in sys_.default_x0]
                     var = sys_.variables
-                    if self.x_var not in var:
-                        self.x_var = var[0]
-                    if self.y_var not in var:
-                        self.y_var = var[1]
-                    if self.z_var not in var:
-                        self.z_var = var[2]
-                    if self.orbit_var not in var:
-                        self.orbit_var = var[0]
-                    if self.section_var not in var:
-                        self.section_var = var[-1]
-                finally:
-                    self._suspend -= 1
+                    for setting, default in (("x_var", var[0]), ("y_var", var[1]), ("z_var", var[2]),
+                                             ("orbit_var", var[0]), ("section_var", var[-1])):
+                        if getattr(self, setting) not in var:
+                            setattr(self, setting, default)
         self.values = new
 
     def param_specs(self) -> list:
@@ -320,7 +287,7 @@ class AttractorController(param.Parameterized):
     # ================================================================ requests
     def _steps(self, sys_: DynamicalSystem) -> tuple[int, int, int]:
         """(steps, transient steps, save_every) from duration and dt, checked against the limits."""
-        dt = 1.0 if sys_.kind == "map" else float(self.dt)
+        dt = sys_.time_step(float(self.dt))
         steps = max(1, int(round(self.duration / dt)))
         transient = int(round(self.transient / dt))
         work = self.n_traj * (steps + transient)
@@ -364,7 +331,7 @@ class AttractorController(param.Parameterized):
     def request_section(self) -> None:
         """Poincaré section of the current attractor (flows) on ``section_var = section_value``."""
         data = self.attractor
-        if data is None or data.kind != "flow" or data.trajectory is None:
+        if data is None or data.is_map or data.trajectory is None:
             self.section = None
             return
         try:
@@ -393,7 +360,7 @@ class AttractorController(param.Parameterized):
             self._error("lyapunov", str(e))
             return
         device = self._device()
-        dt = None if sys_.kind == "map" else self.dt
+        dt = None if sys_.is_map else self.dt
 
         def work(stop, progress):
             return lyapunov_spectrum(sys_, x0, dt=dt, generator=torch.Generator().manual_seed(0),
@@ -416,15 +383,13 @@ class AttractorController(param.Parameterized):
             self._error("orbit", str(e))
             return
         name, var, device, x0 = self.orbit_param, self.orbit_var, self._device(), self.x0
-        n_values = 600 if sys_.kind == "map" else 300
-        sec = self.section_var if sys_.kind == "flow" else None
+        n_values = 600 if sys_.is_map else 300
 
         def work(stop, progress):
             return orbit_diagram(sys_, name, lo, hi, n_values=n_values, coordinate=var,
-                                 n_points=200 if sys_.kind == "map" else 100, x0=x0,
+                                 n_points=200 if sys_.is_map else 100, x0=x0,
                                  dtype=torch.float64, device=device, progress=progress, stop=stop)
 
-        del sec
         self._submit("orbit", work, f"orbit diagram over {name}")
 
     def zoom_orbit(self, low: float, high: float) -> None:
@@ -464,97 +429,162 @@ class AttractorController(param.Parameterized):
         if self.jobs.cancel(key):
             self.status = f"{key}: stopped"
 
-    # ---------------------------------------------------------------- plumbing
-    def _device(self) -> torch.device:
-        try:
-            return parse_device(self.device)
-        except ExplorerError:
-            return default_device()
-
-    def _submit(self, key: str, fn, label: str, *, quiet: bool = False,
-                threads: int | None = 1) -> None:
-        """Run ``fn`` off the UI thread; ``quiet`` jobs (follow-ups) leave the status line alone.
-
-        ``threads``: torch threads of the job's thread (None: leave as it is). Analyses
-        make thousands of small tensor calls; with two threads each one waits at an OpenMP
-        barrier, for seconds in all when the other core is busy (a served page always has
-        other work): a Lyapunov spectrum took 7-30 s in the page against 1-2 s alone."""
-        errors = dict(self.errors)
-        errors.pop(key, None)
-        self.errors = errors
-
-        def run(stop, progress):
-            if threads is not None:
-                torch.set_num_threads(threads)   # set per job: a new thread starts with the
-                                                 # count some other thread set last
-            return fn(stop=stop, progress=progress)
-
-        self.jobs.submit(key, run, label=label)
-        self._job_threads[key] = threads
-        if not quiet:
-            self.status = f"{label} on {self._job_device(key)} ..."
-
-    def _job_device(self, key: str | None = None) -> str:
-        """The device a job runs on, with its thread count on the CPU."""
-        dev = self._device()
-        if key is None:
-            running = [j for j in self.jobs.running() if j.key != "section"]
-            key = running[-1].key if running else None
-        return describe_device(dev, self._job_threads.get(key) if key is not None else None)
-
-    def _error(self, key: str, message: str) -> None:
-        self.errors = {**self.errors, key: message}
-        self.status = f"⚠ {message}"
+    # ---------------------------------------------------------------- results
+    def _job_done(self, d: Done) -> None:
+        if d.error is not None:
+            if d.key == "attractor":
+                self._after_attractor = []
+            super()._job_done(d)
+        elif d.key == "attractor":
+            data = d.value
+            self.attractor = data
+            self.request_section()
+            self._run_after_attractor()
+            note = " (stopped early)" if d.stopped else ""
+            self.status = (f"{data.title}: {data.message}{note}; computed in "
+                           f"{data.seconds * 1000:.0f} ms on {data.device}")
+        elif d.key == "section":
+            self.section = d.value
+        elif d.key == "recolor":
+            if self.attractor is not None and d.value.x is self.attractor.x:
+                self.attractor = d.value
+                self.status = f"{d.label}: done in {d.seconds * 1000:.0f} ms"
+        else:
+            super()._job_done(d)
 
     def poll(self) -> list[Done]:
-        """Collect finished jobs and publish their results (call from the UI thread)."""
-        done = self.jobs.poll()
-        for d in done:
-            if d.error is not None:
-                if d.key == "attractor":
-                    self._after_attractor = []
-                self._error(d.key, d.error)
-                continue
-            if d.key == "attractor":
-                data = d.value
-                self.attractor = data
-                self.request_section()
-                self._run_after_attractor()
-                note = " (stopped early)" if d.stopped else ""
-                self.status = (f"{data.title}: {data.message}{note}; computed in "
-                               f"{data.seconds * 1000:.0f} ms on {data.device}")
-            elif d.key == "section":
-                self.section = d.value
-            elif d.key == "recolor":
-                if self.attractor is not None and d.value.x is self.attractor.x:
-                    self.attractor = d.value
-                    self.status = f"{d.label}: done in {d.seconds * 1000:.0f} ms"
-            else:
-                setattr(self, d.key, d.value)
-                self.status = f"{d.label}: done in {d.seconds:.2f} s"
+        """Collect finished jobs and publish their results (call from the UI thread); while
+        nothing finished, show the progress of the latest running job."""
+        done = super().poll()
         if not done:
             running = [j for j in self.jobs.running() if j.key != "section"]
             if running:
                 j = running[-1]
                 # in 5 % steps: every new status text is a document patch (and Panel's busy
                 # indicator) on the UI thread, which the jobs' threads then wait for
-                self.status = f"{j.label} on {self._job_device()}: {int(j.progress * 20) * 5}%"
+                self.status = f"{j.label} on {self._job_device(j.key)}: {int(j.progress * 20) * 5}%"
         return done
-
-    def wait(self, timeout: float = 60.0) -> list[Done]:
-        """Block until every job, follow-ups included, has finished and publish the results
-        (notebooks, tests)."""
-        deadline = time.monotonic() + timeout
-        done: list[Done] = []
-        while True:
-            self.jobs.wait(max(0.0, deadline - time.monotonic()))
-            done += self.poll()
-            if not self.jobs.running() or time.monotonic() >= deadline:
-                return done
 
     def close(self) -> None:
         """Stop everything (the browser session closed)."""
-        self.jobs.close()
+        self.stop_live()
+        super().close()
+
+    # ================================================================ live mode
+    @property
+    def playing(self) -> bool:
+        """Live mode is animating (the view draws frames while this is true)."""
+        return self.live is not None and self.live.playing
+
+    def _make_live(self) -> LiveEnsemble:
+        sys_ = self.current_system()
+        flow = sys_.continuous_time
+        solver = ("rk4" if self.solver == "dopri5" else self.solver) if flow else None
+        return LiveEnsemble(sys_, self.x0, n=self.live_n, trail=16, steps_per_frame=self.live_speed,
+                            dt=self.dt if flow else None, solver=solver, spread=0.02, device="cpu")
+
+    def _live_do(self, action: str) -> bool:
+        """Build the ensemble if needed and ``play``/``pause``/``step``; False (and the
+        message in ``live_status``) when it cannot run."""
+        try:
+            if self.live is None:
+                self.live = self._make_live()
+            getattr(self.live, action)()
+        except (ExplorerError, ValueError) as e:
+            self.live_status = f"⚠ {one_line(e)}"
+            return False
+        self._live_label()
+        return True
+
+    def play(self) -> bool:
+        """Start (or continue) live mode: ``live_n`` trajectories around the initial condition."""
+        return self._live_do("play")
+
+    def pause(self) -> None:
+        if self.live is not None:
+            self.live.pause()
+            self._live_label()
+
+    def step(self) -> bool:
+        """Pause and advance one frame (``live_speed`` steps)."""
+        if self.live is not None:
+            self.live.pause()
+        return self._live_do("step")
+
+    def reset(self) -> None:
+        """Restart the ensemble around the initial condition."""
+        if self.live is not None:
+            self._live_guard(self.live.reset, self.x0)
+            self._live_label()
+
+    def stop_live(self) -> None:
+        """Close live mode (a new system)."""
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+        self.live_status = ""
+
+    def rebuild_live(self) -> None:
+        """Rebuild the ensemble with the current settings (size, dt, solver), keeping its
+        playing state."""
+        if self.live is None:
+            return
+        playing = self.live.playing
+        self.live.close()
+        self.live = None
+        self.play() if playing else self.step()
+
+    def live_frame(self) -> Frame | None:
+        """The ensemble's latest frame (None without live mode); reports a stopped ensemble
+        and diverged members in ``live_status``."""
+        live = self.live
+        if live is None:
+            return None
+        if live.error:
+            self.live_status = f"⚠ {live.error}"
+            live.error = None
+        frame = live.frame()
+        if frame.n_diverged:
+            self.live_status = (f"t = {frame.t:.2f}: {frame.n_diverged} of {live.n} trajectories "
+                                "diverged (frozen)")
+        return frame
+
+    def _live_label(self) -> None:
+        live = self.live
+        if live is None:
+            self.live_status = ""
+            return
+        n = f"{live.n:,} trajector{'y' if live.n == 1 else 'ies'}"
+        self.live_status = f"running: {n}" if live.playing else f"paused: {n}, t = {live.frame().t:.4g}"
+
+    def _live_guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except (ExplorerError, ValueError) as e:
+            self.live_status = f"⚠ {one_line(e)}"
+
+    def _on_live_change(self, *events) -> None:
+        """Settings reach the running ensemble: new parameter values and initial conditions
+        apply in place, a new size, time step or solver rebuilds it, a new system stops it."""
+        live = self.live
+        if live is None:
+            return
+        names = {e.name for e in events}
+        if "system" in names or (names & {"equations", "custom_params"} and self.system == CUSTOM):
+            self.stop_live()
+        elif "values" in names:
+            try:
+                live.set_system(self.current_system())
+            except (ExplorerError, ValueError) as e:
+                self.live_status = f"⚠ {one_line(e)}"
+        elif "x0" in names:
+            if len(self.x0) == live.system.dim:         # else the new dimension's values follow
+                self._live_guard(live.reset, self.x0)
+                self._live_label()
+        elif "live_speed" in names:
+            self._live_guard(live.set_speed, self.live_speed)
+        elif names & {"solver", "dt", "live_n"}:
+            self.rebuild_live()
 
     # ---------------------------------------------------------------- watchers
     def _on_system(self, event) -> None:
@@ -622,9 +652,7 @@ class AttractorController(param.Parameterized):
         if problems:
             self._error("custom", problems[0])
             return
-        errors = dict(self.errors)
-        errors.pop("custom", None)
-        self.errors = errors
+        self._clear_error("custom")
         try:
             self._select(CUSTOM, reset=True)
         except ExplorerError as e:
@@ -637,11 +665,8 @@ class AttractorController(param.Parameterized):
     def _on_view(self, *events) -> None:
         if any(e.name in ("x_var", "y_var", "z_var") for e in events) and self.z_var in (self.x_var, self.y_var):
             # the 3D view's depth must be a third variable (x, z, z would be a flat projection)
-            self._suspend += 1
-            try:
+            with self.suspended():
                 self.z_var = _depth_variable(self.variables(), self.x_var, self.y_var)
-            finally:
-                self._suspend -= 1
         if not self._suspend:
             self.query_version += 1
 
@@ -802,11 +827,6 @@ class AttractorController(param.Parameterized):
         except ValueError as e:
             raise ParameterError(str(e).split("\n")[0]) from None
 
-    # ================================================================ devices
-    @staticmethod
-    def devices() -> list[str]:
-        return [str(d) for d in available_devices()]
-
 
 # ==================================================================== helpers
 def _compile_mode():
@@ -846,4 +866,5 @@ def _recolor(data: AttractorData, color_by: str) -> AttractorData:
     return replace(data, color=None, color_by=color_by)
 
 
-__all__ = ["AttractorController", "AttractorData", "CUSTOM", "MAX_DISPLAY_POINTS", "MAX_APP_WORK"]
+__all__ = ["AttractorController", "AttractorData", "CUSTOM", "DEFAULT_CUSTOM_PARAMS", "DEFAULT_EQUATIONS",
+           "MAX_DISPLAY_POINTS", "MAX_APP_WORK"]

@@ -7,25 +7,22 @@ the reconstruction live; analyse the trained model as a dynamical system. In a n
 
 from __future__ import annotations
 
-import panel as pn
-
 from ..controllers.reconstruction import ReconstructionController
 from ..views.reconstruction import ReconstructionPanel  # importing explorer.views loads the extensions
-from ..views.shell import apply_theme, device_widget, dysts_available, page_template
-from . import PAGES
+from ..views.shell import dysts_available
+from . import page
 
-__all__ = ["ReconstructionPanel", "ReconstructionController", "build"]
+__all__ = ["ReconstructionController", "ReconstructionPanel", "build", "view"]
 
 
-def build() -> pn.template.BootstrapTemplate:
+def view(*, sync_url: bool = False) -> ReconstructionPanel:
+    """The page body around a new controller."""
+    return ReconstructionPanel(ReconstructionController(dysts=dysts_available()), sync_url=sync_url)
+
+
+def build():
     """The Reconstruction page in the app's template (one per browser session)."""
-    theme = apply_theme()
-    controller = ReconstructionController(dysts=dysts_available())
-    panel = ReconstructionPanel(controller)
-    device = device_widget(controller.devices(), controller.device,
-                           lambda d: setattr(controller, "device", d))
-    return page_template(title="Reconstruction", sidebar=panel.sidebar, main=panel.main,
-                         pages=PAGES, current="reconstruction", device=device, theme=theme)
+    return page("reconstruction").build()
 
 
 if __name__.startswith("bokeh_app"):

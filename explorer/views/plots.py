@@ -347,6 +347,35 @@ def orbit_points(result, variables=()) -> hv.Points:
                                               hv.Dimension("value", label=coord)])
 
 
+def orbit_image(result, variables=(), *, width: int = 900, height: int = 380) -> hv.Image:
+    """The orbit diagram as an image: the number of recorded points per pixel, histogram-
+    equalised (:func:`equalize`), over the diagram's own parameter range and the points'
+    range. Aggregated here (datashader), not by a dynamic ``rasterize``: the image never
+    depends on ranges the browser has not sent yet."""
+    import datashader as ds
+    import pandas as pd
+
+    kdims = [hv.Dimension("parameter", label=getattr(result, "param", "parameter")),
+             hv.Dimension("value", label="value")]
+    if result is None or not len(result.values):
+        return hv.Image(np.full((1, 1), np.nan, np.float32), bounds=(0, 0, 1, 1), kdims=kdims,
+                        vdims=["count"])
+    pts = orbit_points(result, variables)
+    u, v = pts.dimension_values(0), pts.dimension_values(1)
+    kdims = pts.kdims
+    vals = result.values.cpu().numpy()
+    xr = (float(vals.min()), float(vals.max()))
+    if xr[1] <= xr[0]:
+        xr = (xr[0] - 0.5, xr[0] + 0.5)
+    yr = fit_range(v) if len(v) else (0.0, 1.0)
+    agg = ds.Canvas(plot_width=width, plot_height=height, x_range=xr, y_range=yr).points(
+        pd.DataFrame({"u": u, "v": v}), "u", "v", ds.count())
+    counts = agg.values.astype(np.float32)
+    counts[counts == 0] = np.nan
+    img = equalize(counts)[::-1]                                      # (H, W), top row first
+    return hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=kdims, vdims=["count"])
+
+
 def section_plot(section, variables) -> hv.Points:
     """Crossings of a Poincaré section in the two first remaining variables."""
     if section is None:

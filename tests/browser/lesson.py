@@ -122,6 +122,14 @@ def orbit_canvas(page):
     return wait_for(page, find, "the orbit diagram's plot", 60)
 
 
+def orbit_drawn(page, lo: float, hi: float) -> bool:
+    """A figure in the browser shows the parameter range [lo, hi] (the orbit diagram has been
+    drawn, not only computed: a drag before that would zoom the previous picture)."""
+    def near(a, b):
+        return isinstance(a, (int, float)) and abs(a - b) < 1e-6 * max(1.0, abs(b))
+    return any(near(f["x"][0], lo) and near(f["x"][1], hi) for f in page.evaluate(FIGURES))
+
+
 def orbit_range(page) -> tuple[float, float] | None:
     """The orbit diagram's range as its caption states it (None until it shows one)."""
     found = page.get_by_text("values (", exact=False)
@@ -176,6 +184,7 @@ def run_lesson(new_page, base_url: str, *, train_seconds: float = 20.0) -> dict:
     wait_for(page, lambda: system_select(page).input_value() == "Logistic map", "the logistic map")
     page.get_by_text("Orbit diagram", exact=True).click()
     before = wait_for(page, lambda: orbit_range(page), "the orbit diagram", 120)
+    wait_for(page, lambda: orbit_drawn(page, *before), "the orbit diagram drawn", 30)
     drag(page, orbit_canvas(page), (0.6, 0.1), (0.8, 0.8))
     zoomed = wait_for(page, lambda: orbit_range(page) != before and orbit_range(page), "the zoom", 60)
     out["orbit_zoom"] = (before, zoomed)

@@ -108,6 +108,7 @@ def test_orbit_diagram_box_zoom_by_real_drag_and_back(open_page):
     page.get_by_text("Orbit diagram", exact=True).click()
     before = lesson.wait_for(page, lambda: lesson.orbit_range(page), "the orbit diagram", 120)
     assert before == (2.8, 4.0)
+    lesson.wait_for(page, lambda: lesson.orbit_drawn(page, *before), "the diagram drawn", 30)
     lesson.drag(page, lesson.orbit_canvas(page), (0.6, 0.1), (0.8, 0.9))
     lo, hi = lesson.wait_for(page, lambda: lesson.orbit_range(page) != before and lesson.orbit_range(page),
                              "the zoomed diagram", 60)

@@ -1,0 +1,215 @@
+"""What every page's controller shares (param only: no Panel, no HoloViews, no Bokeh).
+
+* :class:`PageController`: the status line, one error message per key, the compute device,
+  the session's :class:`~explorer.controllers.jobs.JobRunner` (``_submit`` runs work off the
+  UI thread on one torch thread, ``poll`` publishes what finished, ``wait`` blocks for tests
+  and notebooks) and ``close`` when the browser session ends.
+* :class:`SystemSource`: the system a page simulates: a registry name (built-in, dysts) or
+  typed custom equations, with live checking of what is typed.
+
+A page controller subclasses one of them (a training page subclasses
+:class:`explorer.controllers.run.RunController`, itself a :class:`PageController`) and adds
+only its own science: settings, results and the requests that compute them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable
+
+import param
+import torch
+
+from ..core.custom import parse_param_assignments, parse_system, validate_equations
+from ..core.device import available_devices, default_device, describe_device, parse_device
+from ..core.errors import ExplorerError, ParameterError
+from ..core.registry import system_class, system_names
+from ..core.system import DynamicalSystem
+from .jobs import Done, JobRunner
+
+CUSTOM = "custom"
+DEFAULT_EQUATIONS = "dx/dt = sigma*(y - x)\ndy/dt = x*(rho - z) - y\ndz/dt = x*y - beta*z"
+DEFAULT_CUSTOM_PARAMS = "sigma = 10, rho = 28, beta = 2.6667"
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (the UI never shows a traceback)."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class PageController(param.Parameterized):
+    """Status, errors, device and background jobs of one page in one browser session."""
+
+    device = param.String(default="", doc="Compute device (cpu, cuda, cuda:1, ...).")
+    errors = param.Dict(default={}, doc="Error message per key (one line each).")
+    status = param.String(default="", doc="What is computing and where, or what just happened.")
+
+    def __init__(self, *, auto: bool = True, notify: Callable[[], None] | None = None, **params):
+        super().__init__(**params)
+        self.jobs = JobRunner(notify=notify)
+        self.auto = auto                  # settings changes start their computations
+        self._suspend = 0                 # > 0: watchers ignore changes (bulk updates)
+        self._closed = False
+        self._job_threads: dict[str, int | None] = {}
+        if not self.device:
+            self.device = str(default_device())
+
+    # ---------------------------------------------------------------- bulk updates
+    @contextlib.contextmanager
+    def suspended(self):
+        """Change several settings as one: watchers that check ``_suspend`` stay quiet."""
+        self._suspend += 1
+        try:
+            yield
+        finally:
+            self._suspend -= 1
+
+    # ---------------------------------------------------------------- device
+    def _device(self) -> torch.device:
+        try:
+            return parse_device(self.device)
+        except ExplorerError:
+            return default_device()
+
+    @staticmethod
+    def devices() -> list[str]:
+        return [str(d) for d in available_devices()]
+
+    def _job_device(self, key: str | None = None) -> str:
+        """The device a job runs on, with its thread count on the CPU."""
+        if key is None:
+            running = self.jobs.running()
+            key = running[-1].key if running else None
+        return describe_device(self._device(), self._job_threads.get(key) if key else None)
+
+    # ---------------------------------------------------------------- errors
+    def _error(self, key: str, message: str) -> None:
+        self.errors = {**self.errors, key: message}
+        self.status = f"⚠ {message}"
+
+    def _clear_error(self, key: str) -> None:
+        if key in self.errors:
+            self.errors = {k: v for k, v in self.errors.items() if k != key}
+
+    # ---------------------------------------------------------------- jobs
+    def _submit(self, key: str, fn: Callable[..., Any], label: str, *, quiet: bool = False,
+                threads: int | None = 1) -> None:
+        """Run ``fn(stop=, progress=)`` off the UI thread; a newer job of the same key
+        supersedes it. ``quiet`` jobs (follow-ups) leave the status line alone.
+
+        ``threads``: torch threads of the job's thread (None: leave as it is). Analyses make
+        thousands of small tensor calls; with two threads each one waits at an OpenMP barrier,
+        for seconds in all when the other core is busy (a served page always has other work)."""
+        self._clear_error(key)
+
+        def run(stop, progress):
+            if threads is not None:
+                torch.set_num_threads(threads)   # per job: a new thread starts with the count
+            return fn(stop=stop, progress=progress)   # some other thread set last
+
+        self.jobs.submit(key, run, label=label)
+        self._job_threads[key] = threads
+        if not quiet:
+            self.status = f"{label} on {self._job_device(key)} ..."
+
+    def _job_done(self, d: Done) -> None:
+        """Publish one finished job (UI thread). Default: the result goes to the parameter
+        named like the job's key, errors to ``errors[key]``."""
+        if d.error is not None:
+            self._error(d.key, d.error)
+            return
+        setattr(self, d.key, d.value)
+        self.status = f"{d.label}: done in {d.seconds:.2f} s"
+
+    def poll(self) -> list[Done]:
+        """Collect finished jobs and publish their results (call from the UI thread)."""
+        done = self.jobs.poll()
+        for d in done:
+            self._job_done(d)
+        return done
+
+    def busy(self) -> bool:
+        """Anything still computing (the view's tick runs while this is true)."""
+        return bool(self.jobs.running())
+
+    def wait(self, timeout: float = 60.0) -> list[Done]:
+        """Block until every job, follow-ups included, has finished and publish the results
+        (notebooks, tests)."""
+        deadline = time.monotonic() + timeout
+        done: list[Done] = []
+        while True:
+            self.jobs.wait(max(0.0, min(0.1, deadline - time.monotonic())))
+            done += self.poll()
+            if not self.busy() or time.monotonic() >= deadline:
+                return done
+
+    def close(self) -> None:
+        """Stop everything (the browser session closed)."""
+        self._closed = True
+        self.jobs.close()
+
+
+class SystemSource(PageController):
+    """A page that simulates a system of the registry or typed custom equations."""
+
+    system = param.Selector(default="lorenz63", objects=["lorenz63"],
+                            doc="The dynamical system: built-in, dysts (when installed) or custom.")
+    equations = param.String(default=DEFAULT_EQUATIONS, doc="Equations of the custom system.")
+    custom_params = param.String(default=DEFAULT_CUSTOM_PARAMS,
+                                 doc="Parameters of the custom system: name = value, ...")
+
+    def __init__(self, *, dysts: bool = False, kinds: tuple[str, ...] | None = None, **params):
+        names = system_names(dysts=dysts)
+        if kinds is not None:
+            names = [n for n in names if system_class(n).kind in kinds]
+        self.param.system.objects = names + [CUSTOM]
+        self._custom_cache: tuple[str, str, DynamicalSystem] | None = None
+        super().__init__(**params)
+
+    def system_of(self, name: str, equations: str | None = None, params_text: str | None = None,
+                  **values) -> DynamicalSystem:
+        """The system ``name`` (custom: the typed equations) at ``values`` (validated)."""
+        if name != CUSTOM:
+            return system_class(name)(**values)
+        key = (self.equations if equations is None else equations,
+               self.custom_params if params_text is None else params_text)
+        if self._custom_cache is None or self._custom_cache[:2] != key:
+            sys_ = parse_system(key[0], parse_param_assignments(key[1]), name=CUSTOM)
+            self._custom_cache = (*key, sys_)
+        return self._custom_cache[2]
+
+    def check_custom(self, equations: str | None = None, params_text: str | None = None) -> list[str]:
+        """Problems with typed equations and parameters, one message each (empty: valid).
+        Used as the user types; nothing is applied."""
+        eqs = self.equations if equations is None else equations
+        try:
+            params = parse_param_assignments(self.custom_params if params_text is None else params_text)
+        except ParameterError as e:
+            return [f"parameters: {e}"]
+        return [str(e) for e in validate_equations(eqs, params)]
+
+    def system_title(self, name: str | None = None) -> str:
+        name = self.system if name is None else name
+        if name == CUSTOM:
+            return "custom system"
+        return system_class(name).title or name
+
+    def system_groups(self, query: str = "") -> dict[str, dict[str, str]]:
+        """The offered systems grouped by origin (Built-in, dysts, Custom) as
+        ``{group: {title: name}}``, filtered by ``query`` (case-insensitive, title or name)."""
+        q = query.strip().lower()
+        groups: dict[str, dict[str, str]] = {}
+        for name in self.param.system.objects:
+            if name == CUSTOM:
+                title, origin = "Custom (your equations)", "Custom"
+            else:
+                cls = system_class(name)
+                title = cls.title or name
+                origin = {"builtin": "Built-in", "dysts": "dysts"}.get(cls.origin, cls.origin)
+            if q and name not in (CUSTOM, self.system) and q not in title.lower() \
+                    and q not in name.lower():
+                continue
+            groups.setdefault(origin, {})[title] = name
+        return groups

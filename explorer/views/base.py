@@ -1,0 +1,212 @@
+"""What every page's view shares: the UI tick, session clean-up and the error guard.
+
+:class:`PageView` is a :class:`panel.viewable.Viewer` around one page controller
+(:class:`explorer.controllers.base.PageController`). It owns
+
+* the **tick**: a periodic callback that runs only while something computes or plays
+  (:meth:`busy`), publishes inside ``pn.io.hold()`` (one document patch per tick) and stops
+  the session's work at once when its tab has gone;
+* the **poll**: finished jobs are collected at once (the controller's jobs notify the
+  session's event loop), not only by the tick;
+* the **error guard**: :meth:`guard` turns a user error into the status line, never a
+  traceback in the browser;
+* **clean-up**: the controller and any extra closables are closed when the session ends;
+* :meth:`set_quietly` to move a widget without feeding the change back.
+
+A page view subclasses it, builds ``self.sidebar`` and ``self.main`` and overrides
+:meth:`refresh` (called on every poll) and, if it animates, :meth:`busy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import panel as pn
+import param
+
+from ..controllers.base import PageController, one_line
+from ..core.errors import ExplorerError
+from .shell import schedule
+
+
+class PageView(pn.viewable.Viewer):
+    """Sidebar and main area around one page controller."""
+
+    controller = param.ClassSelector(class_=PageController)
+
+    #: UI tick periods (ms): while animating, and otherwise (progress of jobs)
+    TICK_FAST_MS, TICK_MS = 25, 250
+
+    def __init__(self, controller: PageController, **params):
+        super().__init__(controller=controller, **params)
+        self._doc = pn.state.curdoc
+        self._periodic = None
+        self._building = False
+        self._was_connected = False
+        self._closables: list[Any] = []
+        controller.jobs.notify = self._schedule_poll
+        if self.served:
+            pn.state.on_session_destroyed(lambda ctx: self.close())
+
+    # ---------------------------------------------------------------- hooks for pages
+    def refresh(self) -> None:
+        """Move what the controller collected into the plots (UI thread, inside a hold)."""
+
+    def show(self, result) -> None:
+        """Like :meth:`refresh`, with what ``controller.poll()`` returned (a training page's
+        :class:`~explorer.controllers.run.Progress`); the default calls :meth:`refresh`."""
+        self.refresh()
+
+    def busy(self) -> bool:
+        """Whether the tick should keep running."""
+        return self.controller.busy()
+
+    def fast(self) -> bool:
+        """Whether the tick runs at :data:`TICK_FAST_MS` (animations)."""
+        return False
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.sidebar, width=360), self.main, sizing_mode="stretch_width")
+
+    # ---------------------------------------------------------------- the tick
+    @property
+    def served(self) -> bool:
+        """A live server session (not a notebook or a test without a server)."""
+        return self._doc is not None and self._doc.session_context is not None
+
+    def _schedule_poll(self) -> None:
+        schedule(self._doc, self._poll)
+
+    def _poll(self) -> None:
+        with pn.io.hold():
+            self.show(self.controller.poll())
+
+    def ensure_tick(self) -> None:
+        """Run the tick while :meth:`busy` (it stops itself); without a server, poll once."""
+        if not self.served:
+            self._poll()
+            return
+        period = self.TICK_FAST_MS if self.fast() else self.TICK_MS
+        if self._periodic is None or not self._periodic.running:
+            self._periodic = pn.state.add_periodic_callback(self._tick, period=period, start=True)
+        elif self._periodic.period != period:
+            self._periodic.period = period
+
+    def connected(self) -> bool:
+        """False once the browser tab has gone (its session may live on a few seconds more)."""
+        ctx = getattr(self._doc, "session_context", None)
+        session = getattr(ctx, "_session", None)
+        conns = getattr(session, "_subscribed_connections", None)
+        if conns:
+            self._was_connected = True
+        return conns is None or bool(conns) or not self._was_connected
+
+    def _tick(self) -> None:
+        if not self.connected():                  # the tab closed: stop sending at once
+            self.close()
+            return
+        self._poll()
+        if self._periodic is None:
+            return
+        if not self.busy():
+            self._periodic.stop()
+        else:
+            period = self.TICK_FAST_MS if self.fast() else self.TICK_MS
+            if self._periodic.period != period:
+                self._periodic.period = period
+
+    def later(self, fn: Callable[[], None], delay_ms: int = 0) -> None:
+        """Run ``fn`` on a later tick (a separate document patch) or ``delay_ms`` later, or
+        now without a server."""
+        if self.served:
+            if delay_ms:
+                self._doc.add_timeout_callback(fn, delay_ms)
+            else:
+                self._doc.add_next_tick_callback(fn)
+        else:
+            fn()
+
+    def status_line(self) -> pn.pane.Markdown:
+        """A pane that shows the controller's status line (what computes, what happened)."""
+        pane = pn.pane.Markdown(self.controller.status, css_classes=["status-line"],
+                                sizing_mode="stretch_width")
+        self.controller.param.watch(lambda e: setattr(pane, "object", e.new), "status")
+        return pane
+
+    # ---------------------------------------------------------------- errors and widgets
+    def guard(self, fn: Callable, *args, **kwargs):
+        """Call ``fn``; a user error (bad value, refused request) becomes the status line."""
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, ExplorerError) as e:
+            self.controller.status = f"⚠ {one_line(e)}"
+        return None
+
+    def act(self, fn: Callable, *args) -> None:
+        """A button's action: guarded, then the tick runs while its work does."""
+        self.guard(fn, *args)
+        self.ensure_tick()
+
+    def set_param(self, name: str, value) -> None:
+        """A widget's new value into the controller (ignored while the view moves widgets)."""
+        if self._building or value is None:
+            return
+        self.guard(setattr, self.controller, name, value)
+
+    @contextlib.contextmanager
+    def building(self):
+        """Move widgets to the controller's state without feeding the changes back."""
+        was, self._building = self._building, True
+        try:
+            yield
+        finally:
+            self._building = was
+
+    def set_quietly(self, widget, **values) -> None:
+        with self.building():
+            widget.param.update(**{k: v for k, v in values.items() if getattr(widget, k) != v})
+
+    def number_input(self, parameter: str, widget=pn.widgets.FloatInput, **kwargs):
+        """A number box for the controller's parameter ``parameter``: label, bounds and tooltip
+        from its declaration (``from_param`` semantics, linked both ways), but guarded: a
+        refused value becomes the status line, and an emptied box takes the current value
+        back (unless the parameter allows None)."""
+        c, p = self.controller, self.controller.param[parameter]
+        lo, hi = p.bounds or (None, None)
+        kwargs.setdefault("name", p.label)
+        w = widget(value=getattr(c, parameter), start=lo, end=hi, description=p.doc, **kwargs)
+
+        def changed(event):
+            if event.new is None and not p.allow_None:
+                self.later(lambda: self.set_quietly(w, value=getattr(c, parameter)))
+            elif not self._building and event.new != getattr(c, parameter):
+                self.guard(setattr, c, parameter, event.new)
+        w.param.watch(changed, "value")
+        c.param.watch(lambda e: self.set_quietly(w, value=e.new), parameter)
+        return w
+
+    # ---------------------------------------------------------------- lifetime
+    def on_close(self, obj) -> None:
+        """Also close ``obj`` (anything with ``close()``) when the session ends."""
+        self._closables.append(obj)
+
+    def close(self) -> None:
+        for obj in [self.controller, *self._closables]:
+            try:
+                obj.close()
+            except Exception:  # never let one failing clean-up keep the others alive
+                pass
+        if self._periodic is not None:
+            try:
+                self._periodic.stop()
+            except Exception:
+                pass
+
+
+def message(text: str | None) -> str:
+    """An error line for a field (empty when there is none)."""
+    return f"⚠ {text}" if text else ""
+
+
+__all__ = ["PageView", "message", "one_line"]

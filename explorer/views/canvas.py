@@ -1,0 +1,430 @@
+"""Reusable drawing pieces of state-space pages: a projected point cloud with 3D rotation by
+drag, live trails, a colour bar and fitted ranges; an orbit diagram with box zoom; Lyapunov bars.
+
+:class:`ProjectionCanvas` draws states (an attractor, a latent flow's samples, stochastic
+trajectories) as a 2D projection or a rotatable 3D one: sparse clouds as points (with thin lines
+for a few trajectories), dense ones as a datashader image aggregated in a worker thread and
+re-aggregated on zoom. After the first render, new images, trails and ranges are written
+straight into the Bokeh models (a data patch, not a HoloViews re-render). A page gives it data
+and reads taps and rotations back through callbacks; it owns no page state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+
+from ..controllers.jobs import JobRunner
+from . import plots
+from .live import FramePacer
+
+PLOT_OPTS = {"responsive": True, "min_height": 420, "toolbar": "above",
+             "default_tools": ["pan", "wheel_zoom", "box_zoom", "reset", "save"]}
+
+
+def palette(color_by: str) -> list[str]:
+    """The 256 colours of a colouring's colour map."""
+    from holoviews.plotting.util import process_cmap
+    return process_cmap(plots.CMAPS.get(color_by, "viridis"), 256)
+
+
+def close_ranges(a, b, rel: float = 1e-6) -> bool:
+    """Two (low, high) ranges equal up to ``rel`` of the first one's span."""
+    span = max(abs(a[1] - a[0]), 1e-300)
+    return abs(a[0] - b[0]) <= rel * span and abs(a[1] - b[1]) <= rel * span
+
+
+def reset_ranges(dmap) -> None:
+    """Let a rasterised plot fit its next data: forget the viewport it last aggregated over."""
+    for stream in getattr(dmap, "streams", []):
+        if isinstance(stream, hv.streams.RangeXY):
+            stream.update(x_range=None, y_range=None)
+
+
+def fit_view(fig, box, *, three_d: bool = False) -> None:
+    """Show exactly ``box`` (l, b, r, t): new data never inherits the previous data's view
+    (HoloViews keeps a range the browser reported for the old axes). ``three_d``: a rotated
+    projection has no meaningful tick values (hidden) and a drag rotates (no drag tool)."""
+    l, b, r, t = box
+    fig.x_range.update(start=l, end=r)
+    fig.y_range.update(start=b, end=t)
+    alpha = 0.0 if three_d else 1.0
+    for ax in list(fig.xaxis) + list(fig.yaxis):
+        ax.update(major_label_text_alpha=alpha, major_tick_line_alpha=alpha,
+                  minor_tick_line_alpha=alpha)
+    pan = next((tool for tool in fig.tools if type(tool).__name__ == "PanTool"), None)
+    fig.toolbar.active_drag = None if three_d or pan is None else pan
+
+
+def add_colorbar(fig):
+    """A colour bar at the right of ``fig`` for histogram-equalised colours (see
+    :func:`set_colorbar`)."""
+    from bokeh.models import ColorBar, FixedTicker, LinearColorMapper
+
+    bar = ColorBar(color_mapper=LinearColorMapper(palette=palette("time"), low=0, high=1),
+                   ticker=FixedTicker(ticks=[]), width=10, title="", title_text_font_style="normal",
+                   padding=4)
+    fig.add_layout(bar, "right")
+    return bar
+
+
+def set_colorbar(bar, ticks: dict, color_by: str, title: str) -> None:
+    """What each colour stands for: ticks at ranks, labelled with values (hidden without)."""
+    bar.color_mapper.palette = palette(color_by)
+    bar.ticker.ticks = list(ticks)
+    bar.major_label_overrides = {float(k): v for k, v in ticks.items()}
+    bar.title = title
+    bar.visible = bool(ticks)
+
+
+class Rotator:
+    """Rotation of a 3D view by dragging: horizontal moves turn the azimuth, vertical ones the
+    elevation, applied at most about ten times a second while the mouse moves and once more on
+    release. ``get() -> (azimuth, elevation)``, ``set(azimuth, elevation)``, ``active()``."""
+
+    #: degrees of rotation per pixel dragged
+    DEGREES = 0.5
+
+    def __init__(self, get: Callable, set: Callable, active: Callable[[], bool]):
+        self.get, self.set, self.active = get, set, active
+        self._drag, self._applied, self._seen = (0.0, 0.0), 0.0, (0.0, 0.0)
+
+    def attach(self, fig) -> None:
+        from bokeh.events import Pan, PanEnd
+
+        fig.on_event(Pan, self._on_drag)
+        fig.on_event(PanEnd, self._on_end)
+
+    def _on_drag(self, event) -> None:
+        if not self.active():
+            return
+        # Bokeh's pan deltas count from the start of the gesture: keep the part not yet applied
+        total = (float(event.delta_x or 0.0), float(event.delta_y or 0.0))
+        seen, self._seen = self._seen, total
+        dx, dy = self._drag
+        self._drag = (dx + total[0] - seen[0], dy + total[1] - seen[1])
+        if time.monotonic() - self._applied > 0.1:
+            self._apply()
+
+    def _on_end(self, _event) -> None:
+        if self.active():
+            self._apply()
+        self._seen = (0.0, 0.0)
+
+    def _apply(self) -> None:
+        dx, dy = self._drag
+        self._drag, self._applied = (0.0, 0.0), time.monotonic()
+        if dx or dy:
+            az, el = self.get()
+            self.set(round((az - self.DEGREES * dx + 180.0) % 360.0 - 180.0, 1),
+                     round(min(90.0, max(-90.0, el + self.DEGREES * dy)), 1))
+
+
+class Trails:
+    """Fading trails of a live ensemble in a figure: :data:`plots.TRAIL_BUCKETS` line glyphs
+    (older: fainter) and the heads, updated in their Bokeh sources; frames are paced by the
+    browser (a :class:`~explorer.views.live.FramePacer` on the heads, written last)."""
+
+    def __init__(self):
+        self.fig, self.sources, self.heads = None, [], None
+        self.pacer = FramePacer()
+
+    @staticmethod
+    def _empty() -> dict:
+        return {"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)}
+
+    def attach(self, fig) -> None:
+        from bokeh.models import ColumnDataSource
+
+        self.fig, self.sources = fig, []
+        for k in range(plots.TRAIL_BUCKETS):
+            src = ColumnDataSource(self._empty())
+            fig.line("x", "y", source=src, color=plots.TRAIL_COLOR, line_width=1.0,
+                     alpha=0.12 + 0.7 * (k + 1) / plots.TRAIL_BUCKETS)
+            self.sources.append(src)
+        self.heads = ColumnDataSource(self._empty())
+        fig.scatter("x", "y", source=self.heads, size=3, color=plots.HEAD_COLOR)
+        self.pacer.watch(self.heads)
+
+    def ready(self) -> bool:
+        return self.pacer.ready()
+
+    def show(self, layers) -> None:
+        """Draw :func:`plots.trail_layers` output (None: clear)."""
+        if self.fig is None:
+            return
+        if layers is None:
+            for src in [*self.sources, self.heads]:
+                src.data = self._empty()
+            return
+        *buckets, heads = layers
+        for src, (x, y) in zip(self.sources, buckets):
+            src.data = {"x": x, "y": y}
+        self.heads.data = {"x": heads[0], "y": heads[1]}
+        self.pacer.sent_frame()
+
+
+class ProjectionCanvas:
+    """A projected cloud of states with trails, colour bar, 3D rotation and zoom.
+
+    Args:
+        cmap: the colour map name (a value or a Panel reference such as ``pn.bind``).
+        on_tap: ``(x, y)`` of a click on the points.
+        rotator: the :class:`Rotator` of the 3D view.
+        on_drawn: called after each new drawing reached the plot (follow-ups: time series).
+        notify: called from worker threads when a drawing is ready (schedule a poll).
+    """
+
+    def __init__(self, *, cmap, on_tap: Callable, rotator: Rotator, on_drawn: Callable,
+                 notify: Callable, min_height: int = 460):
+        self.rotator, self.on_drawn, self.on_tap = rotator, on_drawn, on_tap
+        self.pipe = hv.streams.Pipe(data=None)          # projected points (sparse) and settings
+        self.image_pipe = plots.QuietPipe(data=None)    # the dense image
+        self.jobs = JobRunner(notify=notify)
+        self.trails = Trails()
+        self.fig = self.colorbar = self._img_source = None
+        self._img_dims: tuple = ()
+        self.pts = None                                 # projected points of a dense drawing
+        self.rendered = None                            # (x_range, y_range) of the image
+        self.centre = None                              # 3D: the rotation's centre
+        self.three_d = False
+        img = hv.DynamicMap(lambda data: plots.empty_image() if data is None else data,
+                            streams=[self.image_pipe])
+        pts = hv.DynamicMap(lambda data: plots.points_element(data, dense=False) if data
+                            else plots.empty_points(), streams=[self.pipe])
+        img_o = img.apply.opts(cmap=cmap).opts(clim=(0.0, 1.0), colorbar=False, tools=["tap"],
+                                               framewise=True, hooks=[self._hook], **PLOT_OPTS)
+        pts_o = pts.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
+                                                          framewise=True)
+        self.view_range = hv.streams.RangeXY(source=img)
+        self.view_range.add_subscriber(self._on_zoom)
+        self.tap = hv.streams.Tap(source=pts, x=None, y=None)
+        self.tap.add_subscriber(lambda x=None, y=None: None if x is None or y is None else on_tap(x, y))
+        overlay = (img_o * hv.DynamicMap(self._lines, streams=[self.pipe]) * pts_o
+                   * hv.DynamicMap(self._triad, streams=[self.pipe]))
+        self.pane = pn.pane.HoloViews(
+            overlay.opts(hv.opts.Overlay(responsive=True, min_height=min_height, framewise=True, title="")),
+            linked_axes=False, sizing_mode="stretch_width", min_height=min_height)
+
+    # ---------------------------------------------------------------- layers
+    @staticmethod
+    def _lines(data):
+        if not data:
+            return hv.Path([])
+        return plots.path_element(data["data"], data["axes"], view=data["view"], azimuth=data["az"],
+                                  elevation=data["el"])
+
+    @staticmethod
+    def _triad(data):
+        if not data or data["view"] != "3D" or not all(v in data["data"].variables for v in data["axes"]):
+            return plots.empty_triad()
+        return plots.axes_triad(data["data"].x, data["data"].variables, data["axes"], data["az"], data["el"])
+
+    def _hook(self, plot, element) -> None:
+        """Keep the image's Bokeh source; add trails, colour bar and rotation (once per figure)."""
+        self._img_source = plot.handles.get("source")
+        self._img_dims = tuple(d.label for d in element.kdims)
+        if self.fig is plot.state:
+            return
+        self.fig = plot.state
+        self.trails.attach(self.fig)
+        self.colorbar = add_colorbar(self.fig)
+        self.rotator.attach(self.fig)
+
+    # ---------------------------------------------------------------- drawing
+    def draw(self, data, axes, *, view: str, azimuth: float, elevation: float, color_by: str,
+             color_title: str) -> None:
+        """Project (and above DENSE_POINTS aggregate) ``data`` in a worker thread; the UI
+        thread only hands the result to the plot (:meth:`poll`)."""
+        if data is None:                 # the next data replaces this drawing (and fits its
+            self.pts = None              # view); clearing first would cost two re-renders
+            return
+        if view == "3D" and len(axes) == 3:
+            idx = [list(data.variables).index(a) for a in axes]
+            self.centre = np.nanmean(data.x[..., idx].reshape(-1, 3), axis=0)
+        else:
+            self.centre = None
+        self.rendered = (None, None)
+
+        def work(stop, progress):
+            pts = plots.attractor_points(data, axes, view=view, azimuth=azimuth, elevation=elevation)
+            pts.update(data=data, axes=axes, view=view, az=azimuth, el=elevation,
+                       color_by=color_by, title=color_title)
+            if pts["u"].size > plots.DENSE_POINTS:
+                image, pts["ticks"] = plots.raster_image(pts, with_ticks=True)
+                return pts, image
+            return pts, None
+
+        self.jobs.submit("image", work, label="drawing")
+
+    def poll(self) -> str | None:
+        """Show finished drawings (UI thread); an error message if drawing failed."""
+        for d in self.jobs.poll():
+            if d.error:
+                return f"⚠ drawing failed: {d.error}"
+            self._show(d.value)
+        return None
+
+    def busy(self) -> bool:
+        return bool(self.jobs.running())
+
+    def _show(self, value) -> None:
+        if isinstance(value, hv.Image):              # a zoomed re-aggregation
+            self.show_image(value, fit=False)
+            return
+        pts, image = value
+        self.three_d = pts["view"] == "3D"
+        if self.colorbar is not None:
+            set_colorbar(self.colorbar, pts.get("ticks", {}), pts["color_by"], pts["title"])
+        if image is not None:
+            self.pts = pts
+            self.show_image(image)
+            if self.pipe.data is None or self.pipe.data["u"].size:
+                self.pipe.send({**pts, **{k: pts[k][:0] for k in ("u", "v", "c", "rank") if k in pts}})
+        else:
+            self.pts = None
+            (l, r), (b, t) = plots.fit_range(pts["u"]), plots.fit_range(pts["v"])
+            self.image_pipe.set_quietly(plots.empty_image(pts["labels"], bounds=(l, b, r, t)))
+            self.pipe.send(pts)                      # re-renders the overlay, image included
+            self.fit((l, b, r, t))
+        self.on_drawn()
+
+    def show_image(self, image: hv.Image, *, fit: bool = True) -> None:
+        """Put a rasterised cloud on screen.
+
+        When the axes are those already shown, the new pixels go straight into the Bokeh
+        image glyph's source, with the new ranges (the values are equalised to [0, 1], so the
+        colour mapper stays as it is): a data patch of one glyph. Through the image stream,
+        HoloViews would re-render the whole overlay on the UI thread (about 50 ms for this
+        plot), so only a change of axes takes that path. The stream's value is updated all
+        the same, without an event, so a later re-render starts from this image. ``fit``:
+        set the view to the image's bounds (new data; not for a zoom's re-aggregation)."""
+        src, fig = self._img_source, self.fig
+        l, b, r, t = image.bounds.lbrt()
+        if src is None or fig is None or self._img_dims != tuple(d.label for d in image.kdims):
+            self.image_pipe.send(image)
+        else:
+            self.image_pipe.set_quietly(image)
+            pixels = image.dimension_values(2, flat=False)            # (H, W), bottom row first
+            src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
+        if fit:
+            self.fit((l, b, r, t))
+
+    def fit(self, box) -> None:
+        if self.fig is not None:
+            fit_view(self.fig, box, three_d=self.three_d)
+        l, b, r, t = box
+        self.rendered = ((l, r), (b, t))
+
+    def _on_zoom(self, x_range=None, y_range=None) -> None:
+        """Re-aggregate at the new view range (datashader's zoom), off the UI thread."""
+        if self.pts is None or x_range is None or y_range is None:
+            return
+        last, img = self.rendered, self.image_pipe.data
+        if last is not None and last[0] is None and img is not None:
+            (x0, y0, x1, y1) = img.bounds.lbrt()
+            last = ((x0, x1), (y0, y1))
+        if last is not None and last[0] is not None and close_ranges(last[0], x_range) \
+                and close_ranges(last[1], y_range):
+            return
+        pts, self.rendered = self.pts, (tuple(x_range), tuple(y_range))
+        self.jobs.submit("image", lambda stop, progress: plots.raster_image(
+            pts, x_range=tuple(x_range), y_range=tuple(y_range)), label="drawing")
+
+    def close(self) -> None:
+        self.jobs.close()
+
+
+class OrbitDiagram:
+    """An orbit diagram (rasterised points) with a box zoom that recomputes the diagram over
+    the zoomed parameter range (``on_box(low, high)``), and a dashed marker at the current
+    parameter value (a Bokeh ``Span`` moved in place: a new value must not re-render).
+
+    The zoom is Bokeh's box zoom, read back as the figure's new x range (a ``RangeX``
+    stream): a box-select geometry comes back in wrong coordinates from some browsers (the
+    datashaded figure's ranges are set on the server), a zoomed range never does. Only a
+    range strictly inside the diagram's own one counts as a zoom request, so the redraw of
+    the new diagram, Back and Reset request nothing."""
+
+    def __init__(self, variables: Callable[[], tuple], on_box: Callable, min_height: int = 380):
+        from bokeh.models import Span
+
+        self.pipe = hv.streams.Pipe(data=None)
+        self._shown: tuple[float, float] | None = None
+        self._on_zoom = on_box
+        dm = hv.DynamicMap(lambda data: plots.orbit_image(data, variables()), streams=[self.pipe])
+        self.raster = dm.opts(
+            cmap="kbc_r", clipping_colors={"NaN": "transparent"}, active_tools=["box_zoom"], responsive=True, min_height=min_height, framewise=True)
+        self.range = hv.streams.RangeX(source=self.raster)
+        self.range.add_subscriber(self._on_range)
+        self.span = Span(dimension="height", line_color="#d9480f", line_width=1.5,
+                         line_dash="dashed", location=None, visible=False)
+        self.pane = pn.pane.HoloViews(self.raster.opts(hooks=[self._hook]), linked_axes=False,
+                                      sizing_mode="stretch_width", min_height=min_height)
+
+    def _on_range(self, x_range=None) -> None:
+        shown = self._shown
+        if not x_range or shown is None:
+            return
+        lo, hi = (float(v) for v in x_range)
+        span = shown[1] - shown[0]
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0 or span <= 0:
+            return
+        lo, hi = max(lo, shown[0]), min(hi, shown[1])
+        if hi - lo < 0.98 * span:                      # a zoom, not the diagram's own range
+            self._on_zoom(lo, hi)
+
+    def _hook(self, plot, element) -> None:
+        if self.span not in plot.state.center:
+            plot.state.add_layout(self.span)
+
+    def mark(self, value: float | None) -> None:
+        self.span.update(location=value, visible=value is not None)
+
+    def show(self, result) -> None:
+        self._shown = None if result is None else (float(result.values.min()), float(result.values.max()))
+        reset_ranges(self.raster)
+        self.pipe.send(result)
+
+
+class LyapunovBars:
+    """Lyapunov exponents as bars (computed and published) and their running estimates."""
+
+    def __init__(self):
+        self.pipe = hv.streams.Pipe(data=None)
+        self.n_bars = 0
+        self.bars = pn.pane.HoloViews(self._dmap(), linked_axes=False, sizing_mode="stretch_width")
+        self.convergence = pn.pane.HoloViews(None, linked_axes=False, sizing_mode="stretch_width")
+        # shown once computed (toggling the HoloViews pane itself upsets Panel's stylesheets)
+        self.box = pn.Column(self.bars, self.convergence, visible=False, sizing_mode="stretch_width")
+
+    def _dmap(self) -> hv.DynamicMap:
+        return hv.DynamicMap(lambda data: plots.lyapunov_plot(*(data or (None, None))),
+                             streams=[self.pipe]).opts(
+            hv.opts.Bars(responsive=True, height=300, framewise=True, tools=["hover"]))
+
+    def show(self, result, reference=None) -> None:
+        # the plot is shown before its bars change, and keeps them while hidden: changing
+        # the number of bars of a hidden plot upsets Bokeh ("Size mismatch")
+        self.box.visible = result is not None
+        if result is None:
+            return
+        n = len(plots.lyapunov_plot(result, reference))
+        if n != self.n_bars:
+            # a new figure for a new number of bars: BokehJS keeps the old bars' selection
+            # size for a figure updated in place ("Size mismatch")
+            self.n_bars = n
+            self.pipe = hv.streams.Pipe(data=(result, reference))
+            self.bars.object = self._dmap()
+        else:
+            self.pipe.send((result, reference))
+        # drawn anew for each result (a handful of curves, once per computation)
+        self.convergence.object = plots.lyapunov_convergence_plot(result).opts(
+            hv.opts.Curve(line_width=1.5, tools=["hover"]),
+            hv.opts.NdOverlay(responsive=True, height=240, legend_position="right",
+                              title="Running estimate (convergence)"))
