@@ -294,3 +294,18 @@ def test_live_mode_of_a_map_and_a_dimension_change(ctrl):
     ctrl.system = "henon"
     ctrl.live_speed = 1
     assert ctrl.step() and ctrl.live_frame().t == pytest.approx(1.0)   # one iteration
+
+
+def test_status_names_the_backend_and_why_a_slower_one_ran():
+    from types import SimpleNamespace
+
+    from explorer.controllers.attractors import backend_text
+
+    c = AttractorController(auto=False)
+    c.request_attractor()
+    c.wait(60)
+    assert c.attractor.trajectory.backend in ("native", "inductor", "eager")
+    assert c.status.endswith(backend_text(c.attractor.trajectory)) and "backend" in c.status or "torch" in c.status
+    slow = SimpleNamespace(backend="eager", backend_note="native backend: gcc not found")
+    assert backend_text(slow) == ", eager torch (slower path: native backend: gcc not found)"
+    assert backend_text(SimpleNamespace(backend="native", backend_note="")) == ", native backend"

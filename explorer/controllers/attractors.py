@@ -442,7 +442,7 @@ class AttractorController(SystemSource):
             self._run_after_attractor()
             note = " (stopped early)" if d.stopped else ""
             self.status = (f"{data.title}: {data.message}{note}; computed in "
-                           f"{data.seconds * 1000:.0f} ms on {data.device}")
+                           f"{data.seconds * 1000:.0f} ms on {data.device}{backend_text(data.trajectory)}")
         elif d.key == "section":
             self.section = d.value
         elif d.key == "recolor":
@@ -837,6 +837,16 @@ def _compile_mode():
 
 #: ``simulate(compile=...)`` value that allows the native backend but not torch.compile
 _NO_INDUCTOR = "no-inductor"
+
+
+def backend_text(traj: Trajectory | None) -> str:
+    """The backend a simulation ran on, for the status line; when it was eager torch because
+    a faster path was refused (no C compiler, an operation the native code cannot do), why."""
+    if traj is None or not getattr(traj, "backend", ""):
+        return ""
+    if traj.backend == "eager" and traj.backend_note:
+        return f", {traj.backend} torch (slower path: {traj.backend_note})"
+    return f", {traj.backend} backend"
 
 
 def _attractor_data(sys_: DynamicalSystem, traj: Trajectory, color_by: str, seconds: float,
