@@ -557,6 +557,10 @@ def test_short_training_on_lorenz_reduces_the_state_space_divergence(lorenz):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("CI") == "true" and not os.environ.get("EXPLORER_LONG_TESTS"),
+                    reason="a training-quality run of up to 12,000 steps (8-12 min on a 2-core CI "
+                           "machine): CI leaves it to benchmarks/bench_training.py (time to "
+                           "D_stsp < 0.3); EXPLORER_LONG_TESTS=1 runs it here")
 def test_default_settings_reconstruct_lorenz_within_the_published_range():
     """Shallow PLRNN, default config, Lorenz-63 with 5 % observation noise: the state-space
     divergence against the noise-free trajectory goes below 0.3 (the GTF paper's model:
