@@ -114,11 +114,19 @@ def orbit_canvas(page):
     """The orbit diagram's canvas: the lowest wide plot on the page (it is shown once the
     diagram exists, so wait for it)."""
     def find():
+        # canvases come and go while plots re-render: a vanished one is skipped, not waited for
+        boxes = []
         canvases = page.locator("canvas")
-        wide = [canvases.nth(i) for i in range(canvases.count())
-                if canvases.nth(i).is_visible() and canvases.nth(i).bounding_box()["width"] > 300]
-        low = max(wide, key=lambda c: c.bounding_box()["y"], default=None)
-        return low if low is not None and low.bounding_box()["y"] > 300 else None
+        for i in range(canvases.count()):
+            try:
+                c = canvases.nth(i)
+                box = c.bounding_box(timeout=1000) if c.is_visible() else None
+            except Exception:
+                box = None
+            if box is not None and box["width"] > 300:
+                boxes.append((box["y"], c))
+        low = max(boxes, key=lambda b: b[0], default=None)
+        return low[1] if low is not None and low[0] > 300 else None
     return wait_for(page, find, "the orbit diagram's plot", 60)
 
 
