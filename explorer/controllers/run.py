@@ -504,12 +504,8 @@ class RunController(PageController):
         except ExplorerError as e:
             self._error("run", one_line(e))
             return False
-        run = BackgroundRun(build=build, planned=self.planned, frame=self.frame_of,
-                            finish=self.finish_of, notify=self.jobs.notify)
-        if not run.start():
-            self._error("run", RUNS.busy_message())
+        if not self._launch(build=build):
             return False
-        self._run = run
         self._trainer = None
         self._snapshot = None
         self._clear_history()
@@ -543,15 +539,22 @@ class RunController(PageController):
             self.status = (f"the plan of {self.planned(tr):,} steps is complete: raise 'Steps' "
                            "to train further")
             return False
-        run = BackgroundRun(trainer=tr, planned=self.planned, frame=self.frame_of,
+        if not self._launch(trainer=tr):
+            return False
+        self._clear_error("run")
+        self.phase = "running"
+        self.status = f"resuming at step {tr.step_count:,} ..."
+        return True
+
+    def _launch(self, **source) -> bool:
+        """Start a :class:`BackgroundRun` (``build=`` or ``trainer=``); False when the
+        server-wide limit is reached (the error says so)."""
+        run = BackgroundRun(**source, planned=self.planned, frame=self.frame_of,
                             finish=self.finish_of, notify=self.jobs.notify)
         if not run.start():
             self._error("run", RUNS.busy_message())
             return False
         self._run = run
-        self._clear_error("run")
-        self.phase = "running"
-        self.status = f"resuming at step {tr.step_count:,} ..."
         return True
 
     def pause(self) -> bool:

@@ -184,18 +184,25 @@ def _make_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: 
         def f(z):
             return template.rhs(z, params)
 
-        outs = []
-        for _ in range(n_saves):
-            for _ in range(every):
-                xn = step(f, x, dt)
-                good = ok & (xn.abs() <= bound).all(-1)      # False for NaN and inf too
-                x = torch.where(good.unsqueeze(-1), xn, x)
-                n_ok = n_ok + good.to(n_ok.dtype)
-                ok = good
-            outs.append(x)
-        return torch.stack(outs), x, ok, n_ok                       # (S, B, D), ...
+        return _masked_steps(lambda x_: step(f, x_, dt), x, ok, n_ok, n_saves, every, bound)
 
     return chunk
+
+
+def _masked_steps(advance: Callable, x, ok, n_ok, n_saves: int, every: int, bound: float):
+    """``n_saves * every`` steps ``x <- advance(x)``, recording every ``every``-th state; a
+    member whose next state is non-finite or beyond ``bound`` keeps its last good state and
+    ``n_ok`` counts its good steps. Returns (S, B, D) samples, x, ok, n_ok."""
+    outs = []
+    for _ in range(n_saves):
+        for _ in range(every):
+            xn = advance(x)
+            good = ok & (xn.abs() <= bound).all(-1)              # False for NaN and inf too
+            x = torch.where(good.unsqueeze(-1), xn, x)
+            n_ok = n_ok + good.to(n_ok.dtype)
+            ok = good
+        outs.append(x)
+    return torch.stack(outs), x, ok, n_ok
 
 
 def _make_sde_chunk(template: DynamicalSystem, step: Callable, n_saves: int, every: int,
@@ -205,16 +212,8 @@ def _make_sde_chunk(template: DynamicalSystem, step: Callable, n_saves: int, eve
     the stream of draws never depends on divergence or on how the run is chunked)."""
 
     def chunk(x, ok, n_ok, dt, params):
-        outs = []
-        for _ in range(n_saves):
-            for _ in range(every):
-                xn = step(template, params, x, dt, noise(x))
-                good = ok & (xn.abs() <= bound).all(-1)
-                x = torch.where(good.unsqueeze(-1), xn, x)
-                n_ok = n_ok + good.to(n_ok.dtype)
-                ok = good
-            outs.append(x)
-        return torch.stack(outs), x, ok, n_ok                       # (S, B, D), ...
+        return _masked_steps(lambda x_: step(template, params, x_, dt, noise(x_)), x, ok, n_ok,
+                             n_saves, every, bound)
 
     return chunk
 
