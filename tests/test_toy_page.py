@@ -110,3 +110,19 @@ def test_the_view_and_the_registry_entry():
         assert not view.run.b_start.disabled and not view.run.b_resume.disabled   # raise Steps to go on
         assert len(view.run._loss["step"]) == 400
         view.close()
+
+
+def test_a_run_that_ends_after_the_tab_closed_is_ignored():
+    """CI saw this: the run finished, the tab closed, then a tick that was already scheduled
+    polled the end and its follow-up job was refused with a traceback in the server log."""
+    class FollowUp(ToyController):
+        def on_run_end(self, phase):
+            self._submit("after", lambda stop, progress: 1, "follow-up")
+
+    c = FollowUp(steps=5)
+    assert c.start()
+    run = c._run
+    assert run.join(60)                      # ended, its end not yet polled
+    c.close()
+    p = c.poll()                             # the late tick: no error, no new job
+    assert p.empty and not c.busy() and "after" not in c.errors

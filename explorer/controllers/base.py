@@ -102,6 +102,8 @@ class PageController(param.Parameterized):
         ``threads``: torch threads of the job's thread (None: leave as it is). Analyses make
         thousands of small tensor calls; with two threads each one waits at an OpenMP barrier,
         for seconds in all when the other core is busy (a served page always has other work)."""
+        if self._closed:            # a follow-up asked for after the tab closed: nothing to do
+            return
         self._clear_error(key)
 
         def run(stop, progress):
@@ -125,6 +127,8 @@ class PageController(param.Parameterized):
 
     def poll(self) -> list[Done]:
         """Collect finished jobs and publish their results (call from the UI thread)."""
+        if self._closed:
+            return []
         done = self.jobs.poll()
         for d in done:
             self._job_done(d)

@@ -485,6 +485,8 @@ class RunController(PageController):
         return self._trainer
 
     def busy(self) -> bool:
+        if self._closed:                          # nothing more is shown once the tab closed
+            return False
         return self._run is not None or bool(self.jobs.running())
 
     def can_resume(self) -> bool:
@@ -601,7 +603,10 @@ class RunController(PageController):
 
     # ================================================================ UI thread
     def poll(self) -> Progress:
-        """Collect the run's steps, frame and end and the finished jobs; update the state."""
+        """Collect the run's steps, frame and end and the finished jobs; update the state.
+        Nothing once the session has closed (a tick scheduled before the close may still come)."""
+        if self._closed:
+            return Progress([], None, False, False)
         run = self._run
         records: list[StepRecord] = []
         frame, ended = None, False

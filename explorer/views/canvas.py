@@ -292,7 +292,19 @@ class ProjectionCanvas:
             self.image_pipe.set_quietly(plots.empty_image(pts["labels"], bounds=(l, b, r, t)))
             self.pipe.send(pts)                      # re-renders the overlay, image included
             self.fit((l, b, r, t))
+        self._label_axes(pts["labels"])
         self.on_drawn()
+
+    def _label_axes(self, labels) -> None:
+        """Write the axis labels into the figure too: a re-render of the overlay that
+        coalesces with a newer one can leave HoloViews' labels one drawing behind (seen
+        under load: a rotated 3D view still titled with the azimuth before the drag)."""
+        if self.fig is None:
+            return
+        for axes, text in zip((self.fig.xaxis, self.fig.yaxis), labels):
+            for axis in axes:
+                if axis.axis_label != (str(text) or " "):
+                    axis.axis_label = str(text) or " "
 
     def show_image(self, image: hv.Image, *, fit: bool = True) -> None:
         """Put a rasterised cloud on screen.
