@@ -58,8 +58,14 @@ A declared parameter that the equations never use is allowed (it stays a paramet
 system, so sliders and URLs keep working while the user edits); :meth:`ParsedEquations.unused`
 lists such names so the UI can show a hint.
 
-Public API: :func:`parse_system`, :func:`parse_equations`, :func:`validate_equations`,
-:class:`ParsedEquations`, :data:`FUNCTIONS`, :data:`CONSTANTS`.
+Stochastic systems (:func:`parse_sde`): the drift is written like a flow (``dx/dt = ...`` or
+``x' = ...``, both meaning the drift) and the noise as comma-separated expressions, one per
+variable, giving the diagonal of the diffusion matrix ``D`` (Itô, ``dX_i = f_i dt +
+sqrt(2 D_i) dW_i``), e.g. drift ``x' = -k*x`` with diffusion ``T``.
+
+Public API: :func:`parse_system`, :func:`parse_sde`, :func:`parse_equations`,
+:func:`validate_equations`, :func:`validate_sde`, :class:`ParsedEquations`,
+:data:`FUNCTIONS`, :data:`CONSTANTS`.
 """
 
 from __future__ import annotations
@@ -68,16 +74,17 @@ import difflib
 import math
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
 from .autodiff import jacobian as autodiff_jacobian
 from .errors import EquationError, ParameterError
-from .system import KINDS, DynamicalSystem, Param
+from .system import KINDS, SDE, DynamicalSystem, Param
 
-__all__ = ["parse_system", "parse_equations", "validate_equations", "ParsedEquations",
+__all__ = ["parse_system", "parse_sde", "validate_sde", "parse_equations", "validate_equations",
+           "ParsedEquations",
            "Equation", "FUNCTIONS", "CONSTANTS", "MAX_CHARS", "MAX_DEPTH",
            "Num", "Name", "Unary", "Chain", "Pow", "Call"]
 
@@ -1210,3 +1217,363 @@ def parse_param_assignments(text: str) -> dict[str, float]:
             raise ParameterError(f"value of {name!r} must be finite, got {value!r}")
         out[name] = v
     return out
+
+
+# ----------------------------------------------------------------------------- SDEs
+_MAP_DRIFT = re.compile(r".*(_\{n\+1\}|\[n\+1\])\Z")
+
+
+def _nodes(node: Node):
+    """Every node of a syntax tree, depth first."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, Unary):
+            stack.append(n.operand)
+        elif isinstance(n, Pow):
+            stack.extend((n.base, n.exponent))
+        elif isinstance(n, Chain):
+            stack.extend(n.operands)
+        elif isinstance(n, Call):
+            stack.extend(n.args)
+
+
+def _tagged(e: EquationError, field: str) -> EquationError:
+    """The error marked with the text it refers to (``.field``: ``"drift"`` or ``"diffusion"``)."""
+    e.field = field  # type: ignore[attr-defined]
+    return e
+
+
+def _analyze_drift(text: Any, params: Mapping[str, Any] | None
+                   ) -> tuple[ParsedEquations | None, list[EquationError], dict[str, float]]:
+    """The drift of an SDE: flow equations, ``dx/dt = ...`` or ``x' = ...`` (here ``x'``
+    means the drift, not a map's next state); ``x_{n+1}`` / ``x[n+1]`` are refused."""
+    parsed, errors, values = _analyze(text, params)
+    if parsed is not None and parsed.kind == "map":
+        for eq in parsed.equations:
+            if _MAP_DRIFT.match(eq.lhs):
+                e = _err(f"{eq.lhs!r} at position {eq.position} is a map's next state; the "
+                         f"drift of an SDE is written dx/dt = ... or x' = ...", eq.lhs,
+                         eq.position)
+                return None, [_located(e, text)], values
+            for n in _nodes(eq.rhs):
+                if isinstance(n, Name) and n.name != n.ref:
+                    e = _err(f"{n.name!r} at position {n.pos} is map notation; in a drift write "
+                             f"{n.ref!r}", n.name, n.pos)
+                    return None, [_located(e, text)], values
+        parsed = replace(parsed, kind="flow")
+    return parsed, errors, values
+
+
+def _analyze_diffusion(text: Any, variables: Sequence[str], params: Mapping[str, Any] | None
+                       ) -> tuple[ParsedEquations | None, list[EquationError]]:
+    """Parse the diffusion entries (the diagonal of D, one expression per variable, separated
+    by commas, ';' or new lines) with the flow parser; ``params=None`` takes every unknown
+    name as a parameter. Errors are located in the diffusion text."""
+    if not isinstance(text, str):
+        return None, [_err(f"diffusion must be text, got {type(text).__name__}", None, None)]
+    if len(text) > MAX_CHARS:
+        return None, [_err(f"diffusion is too long: {len(text)} characters at position "
+                           f"{MAX_CHARS} (limit {MAX_CHARS})", text[MAX_CHARS:MAX_CHARS + 10],
+                           MAX_CHARS)]
+    # split on separators and on commas outside parentheses (atan2(y, x) stays one entry)
+    entries: list[list[_Tok]] = [[]]
+    seps: list[_Tok] = []
+    depth = 0
+    for t in _tokenize(text):
+        if t.kind == "op" and t.text == "(":
+            depth += 1
+        elif t.kind == "op" and t.text == ")":
+            depth = max(depth - 1, 0)
+        if t.kind == "sep" and t.text == "\n" and not entries[-1]:
+            continue                               # blank line, or a new line after ','
+        if t.kind == "sep" or (t.kind == "op" and t.text == "," and depth == 0):
+            entries.append([])
+            seps.append(t)
+            depth = 0
+            continue
+        entries[-1].append(t)
+    while entries and not entries[-1] and (not seps or seps[-1].text != ","):
+        entries.pop()                              # trailing new lines / ';'
+        if seps:
+            seps.pop()
+    d = len(variables)
+    names = ", ".join(variables)
+    if not entries or all(not e for e in entries):
+        return None, [_located(_err(f"no diffusion entries at position 0: give one expression "
+                                    f"per variable ({names}), e.g. {', '.join(['0.5'] * d)}",
+                                    "", 0), text)]
+    for k, toks in enumerate(entries):
+        if not toks:
+            at = seps[k - 1] if k else seps[0]
+            return None, [_located(_err(f"empty diffusion entry at position {at.pos} (one "
+                                        f"expression per variable: {names})", at.text, at.pos),
+                                   text)]
+    if len(entries) != d:
+        pos = seps[d - 1].pos if len(entries) > d else len(text)
+        tok = seps[d - 1].text if len(entries) > d else ""
+        return None, [_located(_err(f"diffusion needs one entry per variable ({names}): {d} "
+                                    f"expected, got {len(entries)} (at position {pos})", tok, pos),
+                               text)]
+    var_index = {v: i for i, v in enumerate(variables)}
+    errors: list[EquationError] = []
+    equations: list[Equation] = []
+    param_pos: dict[str, int] = {}
+    funcs: dict[str, None] = {}
+    consts: dict[str, None] = {}
+    for k, (var, toks) in enumerate(zip(variables, entries)):
+        before = seps[k - 1] if k else _Tok("sep", "", 0)
+        try:
+            for t in toks:
+                if t.kind == "bad":
+                    raise _err(f"{t.note}: {t.text!r} at position {t.pos}", t.text, t.pos)
+                if t.kind == "op" and t.text == "=":
+                    raise _err(f"unexpected '=' at position {t.pos}: diffusion entries are "
+                               f"expressions (the diagonal of D), e.g. 0.5*x^2", "=", t.pos)
+            parser = _Parser(toks, before, var_index, "flow")
+            try:
+                tree = parser.parse()
+            except RecursionError:
+                raise _err(f"expression is nested too deeply at position {toks[0].pos}",
+                           toks[0].text, toks[0].pos) from None
+            value = _compile(tree, var_index)
+            if isinstance(value, float) and not value >= 0.0:
+                raise _err(f"diffusion entry for {var!r} at position {toks[0].pos} is "
+                           f"{value:g}; D must be >= 0 (the noise is sqrt(2 D))",
+                           toks[0].text, toks[0].pos)
+            src = " ".join(text[toks[0].pos:toks[-1].pos + len(toks[-1].text)].split())
+            equations.append(Equation(var, f"D_{var}", tree, toks[0].pos, toks[0].pos, src))
+            for key, pos in parser.params.items():
+                param_pos.setdefault(key, pos)
+            funcs.update(parser.functions)
+            consts.update(parser.constants)
+        except EquationError as e:
+            errors.append(e)
+    if params is not None:
+        known = sorted(map(str, params))
+        for key, pos in param_pos.items():
+            if key in params:
+                continue
+            close = difflib.get_close_matches(key, [*known, *variables], n=1)
+            dym = f"; did you mean {close[0]!r}?" if close else ""
+            errors.append(_err(f"unknown name {key!r} at position {pos}{dym} (variables: "
+                               f"{names}; parameters: {', '.join(known) or 'none'}; "
+                               f"functions: {_FUNC_LIST})", key, pos))
+    errors.sort(key=_sort_key)
+    if errors:
+        return None, [_located(e, text) for e in errors]
+    return ParsedEquations("flow", tuple(variables), tuple(equations), tuple(param_pos),
+                           dict(param_pos), tuple(funcs), tuple(consts), text), []
+
+
+def validate_sde(drift_text: str, diffusion_text: str,
+                 params: Mapping[str, Any] | None = None) -> list[EquationError]:
+    """Every error found in an SDE's drift and diffusion texts, drift first (each error's
+    ``.field`` says which text it locates); ``[]`` when both are fine. Never raises.
+    ``params=None`` takes undeclared names as parameters (check-as-you-type)."""
+    parsed, errors, values = _analyze_drift(drift_text, params)
+    errors = [_tagged(e, "drift") for e in errors]
+    if parsed is not None:
+        dparsed, derr = _analyze_diffusion(diffusion_text, parsed.variables, params)
+        errors += [_tagged(e, "diffusion") for e in derr]
+        if dparsed is not None and params is not None and not errors:
+            errors += _sign_errors(dparsed, values)
+    return errors
+
+
+def _sign_errors(dparsed: ParsedEquations, values: Mapping[str, float]) -> list[EquationError]:
+    """An error for each parameter-only diffusion entry that is negative (or NaN) at these
+    parameter values, located in the diffusion text."""
+    state_free = [i for i, eq in enumerate(dparsed.equations) if not _uses_var(eq.rhs)]
+    out = []
+    for i, v in _negative_entries(dparsed.compile(), state_free, len(dparsed.variables), values):
+        eq = dparsed.equations[i]
+        e = _err(f"diffusion entry for {eq.variable!r} at position {eq.position} ({eq.source}) "
+                 f"is {v:g} at these parameters; D must be >= 0 (the noise is sqrt(2 D))",
+                 eq.source, eq.position)
+        out.append(_tagged(_located(e, dparsed.text), "diffusion"))
+    return out
+
+
+class _CustomSDE(_CustomSystem, SDE):
+    """Shared behaviour of the per-call SDE classes built by :func:`parse_sde`: the drift as
+    for custom flows, ``g_i = sqrt(2 max(D_i, 0))`` from the compiled diffusion entries."""
+
+    diffusion_equations: ParsedEquations
+    diffusion_source: str = ""
+    _diffusion_program: _Program
+    _state_free: tuple[int, ...] = ()
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        bad = _negative_entries(self._diffusion_program, self._state_free, self.dim, self.params)
+        if bad:
+            i, v = bad[0]
+            eq = self.diffusion_equations.equations[i]
+            raise ParameterError(f"{self.title}: diffusion entry D_{eq.variable} = {eq.source} "
+                                 f"is {v:g} at these parameters; D must be >= 0")
+
+    def diffusion(self, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+        return torch.sqrt(2.0 * self._diffusion_program(x, p).clamp_min(0.0))
+
+    def diffusion_derivative(self, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+        """``dg_i/dx_i = (dD_i/dx_i) / g_i`` (0 where ``g_i = 0``), ``D_i`` by autograd."""
+        prog = self._diffusion_program
+        shapes = [p[k].shape for k in prog.param_names if isinstance(p[k], torch.Tensor)]
+        batch = torch.broadcast_shapes(x.shape[:-1], *shapes)
+        if self.additive:
+            return x.new_zeros(*batch, self.dim)
+        if batch != x.shape[:-1]:
+            x = x.expand(*batch, x.shape[-1]).contiguous()
+        dD = torch.diagonal(autodiff_jacobian(lambda z: prog(z, p), x), dim1=-2, dim2=-1)
+        g = self.diffusion(x, p)
+        return torch.where(g > 0, dD / torch.where(g > 0, g, torch.ones_like(g)),
+                           torch.zeros_like(g))
+
+    def drift_system(self) -> DynamicalSystem:
+        """The drift as a custom :class:`~explorer.core.system.Flow` with the same parameters
+        (those only the diffusion uses are kept, unused)."""
+        spec = self._spec
+        flow = parse_system(self.equations.canonical(), spec["params"],
+                            name=f"{self.name}_drift", x0=spec["x0"], dt=spec["dt"])
+        return type(flow)(**self.params)
+
+    def __reduce__(self):
+        return (_rebuild_sde, (dict(self._spec), dict(self.params)))
+
+
+def _negative_entries(prog: _Program, state_free: Sequence[int], dim: int,
+                      params: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """(index, smallest value) of the state-free diffusion entries that are negative or NaN at
+    these parameter values (state-dependent entries are clamped at 0 instead)."""
+    if not state_free:
+        return []
+    vals = prog(torch.zeros(1, dim, dtype=torch.float64), params)        # (..., D)
+    out = []
+    for i in state_free:
+        v = vals[..., i]
+        bad = v[~(v >= 0)]
+        if bad.numel():
+            out.append((i, math.nan if torch.isnan(bad).all() else float(bad.nan_to_num(0.0).min())))
+    return out
+
+
+def _rebuild_sde(spec: dict[str, Any], params: dict[str, Any]) -> DynamicalSystem:
+    return type(parse_sde(**spec))(**params)
+
+
+def parse_sde(drift_text: str, diffusion_text: str, params: Mapping[str, float] | None = None,
+              *, name: str = "custom_sde", x0: Sequence[float] | None = None,
+              dt: float | None = None) -> SDE:
+    r"""Build an Itô :class:`~explorer.core.system.SDE` with diagonal noise from text.
+
+    :math:`dX_i = f_i(X)\,dt + \sqrt{2 D_i(X)}\,dW_i`: the generator's diffusion matrix is
+    :math:`D = g g^T / 2 = \mathrm{diag}(D_1, \dots, D_n)`.
+
+    Args:
+        drift_text: the drift in the syntax of custom flows, ``dx/dt = ...`` or ``x' = ...``
+            (both mean the drift here); map notation (``x_{n+1}``) is refused.
+        diffusion_text: the diagonal of ``D``: one expression per variable, in the drift's
+            variable order, separated by commas (or ``;``/new lines), e.g. ``"T, T"`` or
+            ``"0.5*x^2, s"``. Same grammar, names and functions as the drift. A constant or
+            parameter-only entry must be >= 0 (else :class:`EquationError` here,
+            :class:`~explorer.core.errors.ParameterError` from ``with_params``); an entry
+            that depends on the state is clamped at 0 where it is negative.
+        params: ``{name: value}`` for every parameter of the drift and the diffusion.
+        name, x0, dt: as for :func:`parse_system` (``dt`` default 0.01).
+
+    Returns an instance of a class built for this call: batched, any dtype/device, tensor
+    parameter sweeps, ``with_params``, pickling, autograd Jacobian of the drift, Milstein's
+    derivative by autograd. ``additive`` is True when no entry uses a variable.
+    Raises :class:`EquationError` (``.field`` is ``"drift"`` or ``"diffusion"``) on the
+    first problem; positions refer to the text named by ``.field``.
+    """
+    parsed, errors, values = _analyze_drift(drift_text, {} if params is None else params)
+    if errors:
+        raise _tagged(errors[0], "drift")
+    assert parsed is not None
+    dparsed, derr = _analyze_diffusion(diffusion_text, parsed.variables,
+                                       {} if params is None else params)
+    if derr:
+        raise _tagged(derr[0], "diffusion")
+    assert dparsed is not None
+    x0t, dtv = _sde_x0_dt(parsed.variables, x0, dt, name)
+    cls = _build_sde_class(parsed, dparsed, values, name, x0t, dtv,
+                           {"drift_text": drift_text, "diffusion_text": diffusion_text,
+                            "params": dict(values), "name": name, "x0": x0t, "dt": dtv})
+    bad = _sign_errors(dparsed, values)
+    if bad:
+        raise bad[0]
+    return cls()
+
+
+def _sde_x0_dt(variables: Sequence[str], x0: Any, dt: Any, name: Any
+               ) -> tuple[tuple[float, ...], float]:
+    """Checked default initial condition and time step (as in :func:`parse_system`)."""
+    d = len(variables)
+    if x0 is None:
+        x0t = generic_x0(d)
+    else:
+        try:
+            if isinstance(x0, (str, bytes)):
+                raise TypeError
+            x0t = tuple(float(v) for v in x0)
+        except (TypeError, ValueError):
+            raise _err(f"x0 must be {d} numbers, got {_show(x0)}", None, None) from None
+        if len(x0t) != d or not all(math.isfinite(v) for v in x0t):
+            raise _err(f"x0 must be {d} finite numbers (one per variable: "
+                       f"{', '.join(variables)}), got {_show(x0)}", None, None)
+    dtv = 0.01 if dt is None else _number(dt)
+    if dtv is None or not math.isfinite(dtv) or dtv <= 0:
+        raise _err(f"dt must be a positive number, got {_show(dt)}", None, None)
+    if not isinstance(name, str) or not name.strip():
+        raise _err(f"name must be a non-empty string, got {_show(name)}", None, None)
+    return x0t, float(dtv)
+
+
+def _build_sde_class(parsed: ParsedEquations, dparsed: ParsedEquations,
+                     values: Mapping[str, float], name: str, x0: tuple[float, ...], dt: float,
+                     spec: dict[str, Any]) -> type[SDE]:
+    used = set(parsed.parameters) | set(dparsed.parameters)
+    params = []
+    for k, v in values.items():
+        bound = max(PARAM_BOUND, 10.0 * abs(v))
+        doc = f"user parameter {k}" + ("" if k in used else " (not used by the equations)")
+        params.append(Param(k, v, -bound, bound, doc))
+    dprog = dparsed.compile()
+    state_free = tuple(i for i, eq in enumerate(dparsed.equations) if not _uses_var(eq.rhs))
+    additive = len(state_free) == len(dparsed.equations)
+    lines = []
+    for k, (eq, deq) in enumerate(zip(parsed.equations, dparsed.equations)):
+        v = _tex_ident(eq.variable)
+        lines.append(rf"d{v} = {_paren(_tex(eq.rhs, 'flow'))}\, dt + "
+                     rf"\sqrt{{2 {_paren(_tex(deq.rhs, 'flow'))}}}\, dW_{{{k + 1}}}")
+    pv = ", ".join(f"{k} = {v:g}" for k, v in values.items())
+    drift = "; ".join(eq.source for eq in parsed.equations)
+    diff = ", ".join(eq.source for eq in dparsed.equations)
+    description = (f"Custom SDE entered as equations. Drift: {drift}. Diffusion D (noise "
+                   f"sqrt(2 D)): {diff}" + (f". Parameters: {pv}." if pv else "."))
+    attrs = {
+        "__module__": __name__,
+        "__doc__": f"Custom SDE: drift {drift}; diffusion {diff}",
+        "name": name,
+        "title": "Custom SDE",
+        "variables": parsed.variables,
+        "parameters": tuple(params),
+        "default_x0": x0,
+        "default_dt": dt,
+        "latex": r" \\ ".join(lines),
+        "description": description,
+        "origin": "custom",
+        "additive": additive,
+        "equations": parsed,
+        "diffusion_equations": dparsed,
+        "source": parsed.text,
+        "diffusion_source": dparsed.text,
+        "_program": parsed.compile(),
+        "_diffusion_program": dprog,
+        "_state_free": state_free,
+        "_spec": spec,
+    }
+    return type("CustomSDE", (_CustomSDE,), attrs)
