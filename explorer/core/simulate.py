@@ -9,12 +9,16 @@ other members go on; nothing raises from inside a long run.
 Dtypes: float64 by default (accuracy); pass ``dtype=torch.float32`` for speed (rendering,
 large ensembles).
 
-Stochastic systems (:class:`~explorer.core.system.SDE`) are simulated the same way, batched,
-with the Wiener increments drawn step by step from an explicit ``torch.Generator``
-(``generator=`` or ``seed=``; nothing is seeded globally), so a seeded run reproduces bit for
-bit whatever the chunking. They run on eager torch; ``Trajectory.backend`` records the
-backend every run actually used (``"native"``, ``"inductor"`` or ``"eager"``) and
-``Trajectory.backend_note`` why a faster one was refused.
+Stochastic systems (:class:`~explorer.core.system.SDE`) are simulated the same way, batched;
+nothing is seeded globally. Given a ``seed`` (or neither a seed nor a generator: a fresh seed
+is drawn and recorded in ``Trajectory.seed``), the Wiener increments come from a
+counter-based generator (Philox4x32-10, :func:`explorer.core.native.philox_normals`) keyed by
+(seed, step, trajectory, component): the same numbers on the native backend (generated C,
+any number of threads) and on eager torch, whatever the chunking, transient or batch size.
+Given an explicit ``generator=``, they are drawn step by step from that ``torch.Generator``
+on eager torch, as before. ``Trajectory.backend`` records the backend every run actually
+used (``"native"``, ``"inductor"`` or ``"eager"``) and ``Trajectory.backend_note`` why a
+faster one was refused.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from .device import _compile_failed, compile_or_eager, default_device
 from .errors import ExplorerError, ParameterError, ShapeError
 from .fastpath import COMPILE_OPTIONS as SOA_COMPILE_OPTIONS, Unsupported, make_soa_chunk
-from .native import native_stepper, refusal as native_refusal
+from .native import counter_normals, native_stepper, refusal as native_refusal
 from .limits import check_size
 from .solvers import SOLVERS, dopri5_advance
 from .system import DynamicalSystem
@@ -67,9 +71,11 @@ class Trajectory:
         backend: where the steps ran: ``"native"`` (generated C), ``"inductor"``
             (``torch.compile``) or ``"eager"`` (plain torch).
         backend_note: why a faster backend was refused or failed (``""`` when none was).
-        seed: the seed of the run's generator when ``simulate`` made it (``seed=`` given,
-            or, for an SDE given neither, drawn fresh and recorded so the run can be
-            repeated); ``None`` when a generator was passed or none was needed.
+        seed: the seed of the run's noise when ``simulate`` made it (``seed=`` given, or,
+            for an SDE given neither, drawn fresh and recorded so the run can be repeated):
+            it keys the counter-based Wiener increments of an SDE (and seeds the
+            ``torch.Generator`` of perturbed initial copies); ``None`` when a generator was
+            passed or none was needed.
     """
 
     t: torch.Tensor
@@ -232,6 +238,32 @@ def _wiener_increments(system: DynamicalSystem, generator: torch.Generator,
     return noise
 
 
+def _counter_increments(system: DynamicalSystem, seed: int, dt: float,
+                        start: list[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``noise(x) -> dW`` (B, M) for eager steps: the counter-based increments of ``seed``
+    (those of the native backend), one step per call; ``start`` (a one-element list) holds
+    the index of the next step and is advanced (default: from step 0)."""
+    scale = math.sqrt(dt)
+    M = system.n_noises
+    k = [0] if start is None else start
+    block: dict[str, Any] = {"k0": -1, "z": None}     # the normals of a few steps ahead
+
+    def noise(x):
+        B = x.shape[0]
+        z = block["z"]
+        i = k[0] - block["k0"]
+        if z is None or not 0 <= i < z.shape[0] or z.shape[1] != B or z.dtype != x.dtype:
+            n_steps = max(1, min(64, (1 << 18) // max(1, B * M)))
+            z = block["z"] = counter_normals(seed, k[0], B, M, x.dtype, x.device,
+                                             steps=n_steps)
+            block["k0"], i = k[0], 0
+        k[0] += 1
+        zi = z[i]
+        return (zi if zi.device == x.device else zi.to(x.device)) * scale
+
+    return noise
+
+
 def _noise_generator(system: DynamicalSystem, x0, generator: torch.Generator | None,
                      seed: int | None, device) -> tuple[torch.Generator | None, int | None]:
     """The explicit generator of a run, and the seed to record (see :func:`simulate`)."""
@@ -337,10 +369,14 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
         save_every: record every k-th step.
         batch: number of trajectories when ``x0`` is a single state (perturbed copies).
         generator: RNG for the perturbed copies and, for SDEs, the Wiener increments
-            (explicit; nothing is seeded globally).
-        seed: instead of ``generator``: a fresh ``torch.Generator`` seeded with it is used.
-            An SDE run given neither draws a fresh seed and records it in
-            ``Trajectory.seed``, so every run can be repeated exactly.
+            (explicit; nothing is seeded globally). An SDE run given a generator runs on
+            eager torch and draws torch's normals from it step by step.
+        seed: instead of ``generator``: the perturbed copies come from a
+            ``torch.Generator`` seeded with it and an SDE's Wiener increments from the
+            counter-based stream of this seed (:func:`explorer.core.native.philox_normals`:
+            the same on every backend, thread count and chunking). An SDE run given neither
+            draws a fresh seed and records it in ``Trajectory.seed``, so every run can be
+            repeated exactly.
         dtype, device: of the computation (default float64, the session's device).
         compile: how fixed steps run. ``None`` (default) and ``True``: the native backend
             (generated C, :mod:`explorer.core.native`) on the CPU where it supports the
@@ -348,8 +384,10 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
             ``False``: eager torch (the reference); ``"native"`` or ``"inductor"``: only
             that backend (``"native"`` raises :class:`ParameterError` where it cannot run);
             ``"no-inductor"``: native where it applies, else eager (never waits for a build).
-            Every path agrees with eager torch to rounding. SDEs always run eagerly (for
-            every value; the result's ``backend_note`` says so).
+            Every path agrees with eager torch to rounding. SDEs given a seed run natively
+            (Euler-Maruyama, and Milstein for diagonal noise) where the drift and diffusion
+            trace, else eagerly; Inductor does not compile SDE steps; an SDE given a
+            ``generator`` runs eagerly (``backend_note`` says why in each case).
         progress: called with the fraction done; ``stop``: set it to end the run early
             (the result then holds the samples computed so far).
 
@@ -378,10 +416,9 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
         backend = "eager"
         note = "" if compile is False else "the adaptive dopri5 solver runs on eager torch"
     elif system.stochastic:
-        (xs, n_ok_time, done), backend = _run_sde(
-            system, solver, x, dt, transient, steps, save_every, generator, progress, stop), "eager"
-        note = ("" if compile is False else
-                "SDEs run on eager torch (the native and Inductor backends draw no noise yet)")
+        xs, n_ok_time, done, backend, note = _run_sde(
+            system, solver, x, dt, transient, steps, save_every, generator, seed, compile,
+            progress, stop)
     else:
         xs, n_ok_time, done, backend, note = _run_fixed(
             system, solver, x, dt, transient, steps, save_every, compile, progress, stop)
@@ -393,12 +430,41 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
                       seed=seed)
 
 
-def _run_sde(system, solver, x, dt, transient, steps, every, generator, progress, stop):
-    """Fixed-step SDE integration on eager torch (see :func:`_run_fixed`); the noise is
-    drawn from ``generator`` one step at a time."""
-    noise = _wiener_increments(system, generator, dt)
-    return _run_fixed(system, solver, x, dt, transient, steps, every, False, progress, stop,
-                      noise=noise)[:3]
+def _run_sde(system, solver, x, dt, transient, steps, every, generator, seed, compile,
+             progress, stop):
+    """Fixed-step SDE integration. With a ``seed``: natively where the system traces (see
+    :func:`_run_fixed` for ``compile``), else on eager torch, the increments of the
+    counter-based stream of ``seed`` either way. Without (an explicit ``generator``): eager
+    torch, drawing from the generator one step at a time. Returns ``(xs, diverged_at, ok,
+    backend, note)``."""
+    if seed is None:
+        if compile == "native":
+            raise ParameterError("the native backend draws counter-based noise from a seed: "
+                                 "pass seed= instead of generator=")
+        note = ("" if compile is False else
+                "an explicit generator= draws torch's noise on eager torch (seed= runs natively)")
+        noise = _wiener_increments(system, generator, dt)
+        return (*_run_fixed(system, solver, x, dt, transient, steps, every, False, progress,
+                            stop, noise=noise)[:3], "eager", note)
+    note = ""
+    if compile not in (False, "inductor"):
+        if x.device.type == "cpu":
+            stepper = native_stepper(system, solver, x.dtype)
+            if stepper is not None:
+                return (*_run_native(stepper, system, x, dt, transient, steps, every, progress,
+                                     stop, seed=seed), "native", "")
+            note = f"native backend: {native_refusal(system, solver, x.dtype) or 'unavailable'}"
+        else:
+            note = f"native backend: runs on the CPU only (this run is on {x.device.type})"
+    if compile == "native":
+        raise ParameterError(f"the native backend cannot run {system.title or system.name} with "
+                             f"{solver} in {x.dtype} on {x.device} (needs gcc, a CPU tensor "
+                             "and a drift and diffusion of elementwise operations)")
+    if compile in (True, "inductor"):
+        note = "; ".join(filter(None, (note, "Inductor does not compile SDE steps (ran eagerly)")))
+    noise = _counter_increments(system, seed, dt)
+    return (*_run_fixed(system, solver, x, dt, transient, steps, every, False, progress, stop,
+                        noise=noise)[:3], "eager", note)
 
 
 def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress, stop, *,
@@ -526,9 +592,10 @@ def _run_fixed(system, solver, x, dt, transient, steps, every, compile, progress
 NATIVE_WORK_PER_CALL = 1_000_000
 
 
-def _run_native(stepper, system, x, dt, transient, steps, every, progress, stop):
+def _run_native(stepper, system, x, dt, transient, steps, every, progress, stop, seed=None):
     """Fixed-step integration in generated C (:mod:`explorer.core.native`), same results
-    and divergence semantics as the torch path; the GIL is released during each call."""
+    and divergence semantics as the torch path; the GIL is released during each call. SDE
+    steppers draw the counter-based increments of ``seed`` for each absolute step number."""
     B, D = x.shape
     x = x.clone()                                # advanced in place by the stepper
     ok = torch.ones(B, dtype=torch.bool)
@@ -549,7 +616,8 @@ def _run_native(stepper, system, x, dt, transient, steps, every, progress, stop)
         if stop is not None and stop.is_set():
             return _finish(out, rec, ok, n_ok, transient, every, dt)
         k = min(transient - pos, per_call)
-        stepper.run(x, params, dt, n_steps=k, record_every=k + 1, ok=ok, n_ok=n_ok, threads=threads)
+        stepper.run(x, params, dt, n_steps=k, record_every=k + 1, ok=ok, n_ok=n_ok,
+                    threads=threads, seed=seed, step0=pos)
         pos += k
         report()
     out[0] = x.T
@@ -559,7 +627,7 @@ def _run_native(stepper, system, x, dt, transient, steps, every, progress, stop)
             break
         s = min(T - rec, max(1, per_call // every))
         stepper.run(x, params, dt, n_steps=s * every, record_every=every, ok=ok, n_ok=n_ok,
-                    out=out[rec: rec + s], threads=threads)
+                    out=out[rec: rec + s], threads=threads, seed=seed, step0=pos)
         rec += s
         pos += s * every
         report()
@@ -627,26 +695,49 @@ def iterate(system: DynamicalSystem, x0=None, *, dt: float | None = None,
 
     Send a new system (same class, new parameters) with ``gen.send(system)`` to change
     parameters without restarting; diverged members are frozen as in :func:`simulate`.
-    Float32 by default (rendering speed). SDEs draw their noise from ``generator`` (or a
-    generator seeded with ``seed``; a fresh one when neither is given).
+    Float32 by default (rendering speed). SDEs given a ``generator`` draw their noise from
+    it on eager torch; otherwise from the counter-based stream of ``seed`` (a fresh seed when
+    neither is given), the increments :func:`simulate` draws for that seed, stepped by the
+    native backend on the CPU where the system traces (else eagerly).
     """
     solver = _resolve_solver(system, solver)
     if solver == "dopri5":
         raise ParameterError("live iteration uses fixed steps: choose rk4 or euler")
     dt = system.time_step(dt)
-    generator, _ = _noise_generator(system, x0, generator, seed, device)
+    generator, seed = _noise_generator(system, x0, generator, seed, device)
     x, _ = prepare_initial_states(system, x0, batch=batch, generator=generator, dtype=dtype,
                                   device=device)
     ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    n_ok = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    n_ok = torch.zeros(x.shape[0], dtype=torch.int32, device=x.device)
     t = 0.0
-    noise = _wiener_increments(system, generator, dt) if system.stochastic else None
+    counter = [0]                      # steps taken: the step number of the noise stream
+    if not system.stochastic:
+        noise = None
+    elif seed is None:
+        noise = _wiener_increments(system, generator, dt)
+    else:
+        noise = _counter_increments(system, seed, dt, counter)
 
     def make(system):
         if noise is None:
             return _make_chunk(system, SOLVERS[solver].step, 1, steps_per_frame, float(system.bound))
-        return _make_sde_chunk(system, SOLVERS[solver].step, 1, steps_per_frame,
-                               float(system.bound), noise)
+        stepper = (native_stepper(system, solver, x.dtype)
+                   if seed is not None and x.device.type == "cpu" else None)
+        if stepper is None:
+            return _make_sde_chunk(system, SOLVERS[solver].step, 1, steps_per_frame,
+                                   float(system.bound), noise)
+        sys_params = system.params
+        threads = 1 if x.shape[0] < 512 else None
+
+        def native_chunk(x, ok, n_ok, dt, params):
+            x = x.clone()                     # the frame handed out stays as it was
+            stepper.run(x, sys_params, dt, n_steps=steps_per_frame,
+                        record_every=steps_per_frame + 1, ok=ok, n_ok=n_ok, threads=threads,
+                        seed=seed, step0=counter[0])
+            counter[0] += steps_per_frame
+            return None, x, ok, n_ok
+
+        return native_chunk
 
     chunk = make(system)
     params = system.bind(x)
