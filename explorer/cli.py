@@ -1,6 +1,6 @@
 """``dynamics-explorer``: the compute API from a shell.
 
-Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``generate``, ``serve``. The JSON shapes printed with
+Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``train onsager``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
 ``--json`` are a stable contract, documented in ``docs/cli.md``. A user mistake (unknown
 system, bad parameter, malformed equation, unwritable file) prints one line on stderr and
 exits with code 2; no traceback.
@@ -131,10 +131,9 @@ def cmd_simulate(args) -> int:
         raise CliError(f"directory {str(out.parent)!r} does not exist")
     x0 = _parse_x0(args.x0) if args.system else None
     dtype = torch.float32 if args.float32 else torch.float64
-    gen = torch.Generator().manual_seed(args.seed)
     traj = simulate(system, x0, steps=args.steps, dt=args.dt, solver=args.solver,
                     transient=args.transient, save_every=args.save_every, batch=args.batch,
-                    generator=gen, dtype=dtype, compile=args.compile)
+                    seed=args.seed, dtype=dtype, compile=args.compile)   # SDEs: the native stream
     t = traj.t.cpu().numpy()
     x = traj.states.cpu().numpy()                                   # (T, D) or (T, B, D)
     if out.suffix.lower() == ".npz":
@@ -316,6 +315,87 @@ def cmd_train(args) -> int:
     return 0 if event.status != "diverged" else 1
 
 
+def cmd_train_onsager(args) -> int:
+    """Fit an I-OnsagerNet (potential, mobility, antisymmetric part) to simulated trajectories
+    of an SDE by the Euler-Maruyama likelihood; report its entropy production; save a
+    checkpoint (``explorer.training.onsager``)."""
+    import time
+
+    from .core.system import SDE, UnsupportedKindError
+    from .training.onsager import make_onsager_run, run_summary
+
+    _setup_device(args)
+    out = _out_path(args.out, (".pt",))
+    if bool(args.system) == bool(args.sde):
+        raise CliError('give exactly one of --system NAME or --sde "EQUATIONS" --diffusion "D1, D2"')
+    if args.sde and not args.diffusion:
+        raise CliError('--sde needs --diffusion "D1, D2" (the diagonal of D, noise sqrt(2 D))')
+    if args.diffusion and not args.sde:
+        raise CliError("--diffusion goes with --sde (a built-in system has its own noise)")
+    for name in ("steps", "batch", "trajectories", "length", "hidden"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.transient is not None and args.transient < 0:
+        raise CliError(f"--transient must be >= 0, got {args.transient}")
+    for name in ("dt", "eps", "lr"):
+        v = getattr(args, name)
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise CliError(f"--{name} must be a positive number, got {v}")
+    params = _parse_params(args.param)
+    if args.system:
+        from .core.registry import system_class
+
+        cls = system_class(args.system)
+        if not issubclass(cls, SDE):
+            raise UnsupportedKindError(f"I-OnsagerNet learns stochastic systems (SDEs); "
+                                       f"{cls.title or cls.name} is a {cls.kind}")
+        structural = {p.name for p in cls.parameters if p.integer}
+        for k in structural & params.keys():
+            if params[k] != int(params[k]):
+                raise CliError(f"--param {k} must be an integer")
+            params[k] = int(params[k])
+        system, source = cls(**params), None
+    else:
+        from .core.custom import parse_sde
+
+        system = parse_sde(args.sde, args.diffusion, params)
+        source = {"sde": args.sde, "diffusion": args.diffusion, "params": params}
+    loop = make_onsager_run(system, batch=args.trajectories, steps=args.length, dt=args.dt,
+                            seed=args.seed, transient=args.transient, eps=args.eps,
+                            hidden=args.hidden, lr=args.lr if args.lr is not None else 1e-2,
+                            planned_steps=args.steps, minibatch=args.batch, source=source,
+                            eval_every=max(1, args.steps // 5))
+    last_print = [time.monotonic()]
+
+    def report(ev) -> None:
+        now = time.monotonic()
+        if not ev.losses and ev.status == "running":             # a skipped batch
+            print(ev.message, file=sys.stderr)
+            return
+        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
+            last_print[0] = now
+            m = ev.metrics or {}
+            loss = f", NLL {ev.losses['loss']:.4f}" if "loss" in ev.losses else f": {ev.message}"
+            extra = "".join(f", {lab} {m[k]:.4g}" for k, lab in (
+                ("val_nll", "val NLL"), ("entropy_production", "e_p"),
+                ("ep_rel_error", "e_p error"), ("potential_error", "V error")) if k in m)
+            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
+            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+
+    event = loop.run(args.steps, callbacks=[] if args.quiet else [report])
+    loop.save(out)
+    summary = {"out": str(out), "system": system.name, "status": event.status,
+               "message": event.message, **run_summary(loop)}
+    if args.json:
+        print(json.dumps(summary, default=_json_number))
+    else:
+        ep, exact = summary["entropy_production"], summary["entropy_production_exact"]
+        known = f" (exact {exact:.4g})" if exact is not None else ""
+        print(f"wrote {out}: {summary['steps']} steps in {summary['seconds']:.1f} s, "
+              f"validation NLL {summary['val_nll']:.4f}, entropy production {ep:.4g}{known}")
+    return 0 if event.status != "diverged" else 1
+
+
 def _json_number(v):
     """JSON for numpy/torch scalars; NaN and inf become null (strict JSON has neither)."""
     f = float(v)
@@ -353,6 +433,51 @@ def cmd_generate(args) -> int:
                          default=_json_number))
     else:
         print(f"wrote {out} x{list(x.shape)}" + (f"; {verdict.line()}" if verdict else ""))
+    return 0
+
+
+def cmd_entropy(args) -> int:
+    """Stationary entropy-production rate of an SDE (built-in or --sde/--diffusion), with its
+    error bar and the exact value where the SDE is linear with constant noise."""
+    from .core.analysis.entropy import estimate_entropy
+    from .core.registry import system_class
+    from .core.system import SDE, UnsupportedKindError
+
+    _setup_device(args)
+    if bool(args.system) == bool(args.sde):
+        raise CliError('give exactly one of --system NAME or --sde "EQUATIONS" --diffusion "D1, D2"')
+    if args.sde and not args.diffusion:
+        raise CliError('--sde needs --diffusion "D1, D2" (the diagonal of D, noise sqrt(2 D))')
+    if args.diffusion and not args.sde:
+        raise CliError("--diffusion goes with --sde (a built-in system has its own noise)")
+    params = _parse_params(args.param)
+    if args.system:
+        cls = system_class(args.system)
+        if not issubclass(cls, SDE):
+            raise UnsupportedKindError(f"entropy production needs a stochastic system (an SDE); "
+                                       f"{cls.title or cls.name} is a {cls.kind}")
+        structural = {p.name for p in cls.parameters if p.integer}
+        for k in structural & params.keys():
+            if params[k] != int(params[k]):
+                raise CliError(f"--param {k} must be an integer")
+            params[k] = int(params[k])
+        system = cls(**params)
+    else:
+        from .core.custom import parse_sde
+
+        system = parse_sde(args.sde, args.diffusion, params)
+    rec = estimate_entropy(system, steps=args.steps, dt=args.dt, batch=args.batch, seed=args.seed,
+                           transient=args.transient)
+    rec = {k: (_json_number(v) if isinstance(v, float) else v) for k, v in rec.items()}
+    if args.json:
+        print(json.dumps(rec))
+    else:
+        exact = f" (exact {rec['exact']:.6g})" if rec["exact"] is not None else ""
+        rate, err = rec["entropy_production_rate"], rec["stderr"]
+        print(f"{system.title or system.name}: entropy production rate "
+              f"{rate if rate is None else format(rate, '.6g')} ± "
+              f"{err if err is None else format(err, '.2g')} per time unit{exact} "
+              f"[{rec['method']}, {rec['batch']} x {rec['steps']} steps of dt = {rec['dt']:g}]")
     return 0
 
 
@@ -407,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, help="initial conditions averaged (default 128)")
     s.set_defaults(func=cmd_lyapunov)
 
-    s = sub.add_parser("train", help="train a model (train dsr: dynamical-systems reconstruction)")
+    s = sub.add_parser("train", help="train a model (train dsr: dynamical-systems reconstruction; "
+                                         "train onsager: I-OnsagerNet on SDE trajectories)")
     tsub = s.add_subparsers(dest="task", required=True, parser_class=_Parser)
     s = tsub.add_parser("dsr", help="PLRNN / shallow PLRNN / AL-RNN with generalized teacher forcing")
     s.add_argument("--system", help="train on a simulated trajectory of this system")
@@ -438,6 +564,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable summary")
     s.add_argument("--out", required=True, help="checkpoint file (.pt)")
     s.set_defaults(func=cmd_train)
+    s = tsub.add_parser("onsager", help="I-OnsagerNet: potential, mobility and entropy "
+                                        "production learned from SDE trajectories")
+    s.add_argument("--system", help="a registered SDE (see `systems`)")
+    s.add_argument("--sde", help="custom SDE drift, e.g. \"x' = -x + g*y; y' = -y - g*x\"")
+    s.add_argument("--diffusion", help='with --sde: the diagonal of D, e.g. "1, 1" (noise sqrt(2 D))')
+    s.add_argument("--param", action="append", metavar="NAME=VALUE", help="system parameter")
+    s.add_argument("--steps", type=int, default=600, help="optimisation steps (600)")
+    s.add_argument("--batch", type=int, default=8192, help="transition pairs per step (8192)")
+    s.add_argument("--trajectories", type=int, default=2000, help="simulated trajectories (2000)")
+    s.add_argument("--length", type=int, default=1000, help="recorded steps per trajectory (1000)")
+    s.add_argument("--transient", type=int, help="steps discarded first (max(500, length/4))")
+    s.add_argument("--dt", type=float, help="sampling step (default: the system's)")
+    s.add_argument("--eps", type=float, help="the fixed temperature (default: D/I when D is "
+                                             "isotropic and constant, else 1)")
+    s.add_argument("--hidden", type=int, default=16, help="hidden units of each network (16)")
+    s.add_argument("--lr", type=float, help="initial learning rate (1e-2, cosine decay)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    s.add_argument("--json", action="store_true", help="machine-readable summary")
+    s.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    s.set_defaults(func=cmd_train_onsager)
 
     s = sub.add_parser("generate", help="free-running trajectory of a trained model")
     s.add_argument("checkpoint", help="a checkpoint written by `train dsr`")
@@ -445,6 +593,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--out", required=True, help="output .npz (arrays t, x)")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("entropy", help="entropy-production rate of an SDE (with error bar)")
+    s.add_argument("--system", help="a registered SDE (see `systems`)")
+    s.add_argument("--sde", help="custom SDE drift, e.g. \"x' = -x + g*y; y' = -y - g*x\"")
+    s.add_argument("--diffusion", help='with --sde: the diagonal of D, e.g. "1, 1" (noise sqrt(2 D))')
+    s.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="parameter value (repeatable)")
+    s.add_argument("--steps", type=int, default=4000, help="recorded steps per trajectory (4000)")
+    s.add_argument("--transient", type=int, default=1000, help="steps discarded first (1000)")
+    s.add_argument("--dt", type=float, help="time step (default: the system's)")
+    s.add_argument("--batch", type=int, default=256, help="independent trajectories (256)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the explicit RNG")
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: EXPLORER_DEVICE or auto)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_entropy)
 
     s = sub.add_parser("serve", help="start the web app",
                        description="Serve the web app at http://ADDRESS:PORT/explorer.",

@@ -40,6 +40,10 @@ def _builtin(kind: str | None):
     """The builder of a built-in reconstruction model kind (PLRNN family), or None."""
     from ..models import plrnn  # lazily: no model import at load
 
+    if kind == "ionsagernet":                                 # the I-OnsagerNet SDE model
+        from ..models.onsager import build_onsager
+
+        return build_onsager
     if kind not in plrnn.MODELS:
         return None
     return lambda config: plrnn.build_model(plrnn.config_from_dict({"kind": kind, **dict(config)}))
