@@ -36,7 +36,7 @@ def test_page_registry_loads_no_page():
             "print(','.join(m for m in ('holoviews', 'bokeh', 'torch') if m in sys.modules), "
             "sorted(p.REGISTRY))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["['attractors',", "'reconstruction']"], out.stdout
+    assert out.stdout.split() == ["['attractors',", "'reconstruction',", "'stochastic']"], out.stdout
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -163,9 +163,16 @@ class SystemSource(PageController):
     equations = param.String(default=DEFAULT_EQUATIONS, doc="Equations of the custom system.")
     custom_params = param.String(default=DEFAULT_CUSTOM_PARAMS,
                                  doc="Parameters of the custom system: name = value, ...")
+    diffusion = param.String(default="1, 1",
+                             doc="Custom SDE: the diagonal of D, one entry per variable (noise "
+                                 "sqrt(2 D_i) dW_i); expressions of the variables and parameters.")
+
+    #: what typed equations define: ``"ode"`` (flows and maps) or ``"sde"`` (the equations are
+    #: the drift and :attr:`diffusion` the noise; a stochastic page sets it)
+    custom_kind = "ode"
 
     def __init__(self, *, dysts: bool = False, kinds: tuple[str, ...] | None = None, **params):
-        names = system_names(dysts=dysts)
+        names = system_names(dysts=dysts, stochastic=None if kinds and "sde" in kinds else False)
         if kinds is not None:
             names = [n for n in names if system_class(n).kind in kinds]
         self.param.system.objects = names + [CUSTOM]
@@ -178,21 +185,36 @@ class SystemSource(PageController):
         if name != CUSTOM:
             return system_class(name)(**values)
         key = (self.equations if equations is None else equations,
-               self.custom_params if params_text is None else params_text)
-        if self._custom_cache is None or self._custom_cache[:2] != key:
-            sys_ = parse_system(key[0], parse_param_assignments(key[1]), name=CUSTOM)
+               self.custom_params if params_text is None else params_text,
+               self.diffusion if self.custom_kind == "sde" else "")
+        if self._custom_cache is None or self._custom_cache[:3] != key:
+            params = parse_param_assignments(key[1])
+            if self.custom_kind == "sde":
+                from ..core.custom import parse_sde
+                sys_ = parse_sde(key[0], key[2], params, name=CUSTOM)
+            else:
+                sys_ = parse_system(key[0], params, name=CUSTOM)
             self._custom_cache = (*key, sys_)
-        return self._custom_cache[2]
+        return self._custom_cache[3]
 
-    def check_custom(self, equations: str | None = None, params_text: str | None = None) -> list[str]:
-        """Problems with typed equations and parameters, one message each (empty: valid).
-        Used as the user types; nothing is applied."""
+    def check_custom(self, equations: str | None = None, params_text: str | None = None,
+                     diffusion: str | None = None) -> list[str]:
+        """Problems with typed equations and parameters (and, for a custom SDE, the
+        diffusion), one message each (empty: valid). Used as the user types; nothing is applied."""
         eqs = self.equations if equations is None else equations
         try:
             params = parse_param_assignments(self.custom_params if params_text is None else params_text)
         except ParameterError as e:
             return [f"parameters: {e}"]
-        return [str(e) for e in validate_equations(eqs, params)]
+        problems = [str(e) for e in validate_equations(eqs, params)]
+        if problems or self.custom_kind != "sde":
+            return problems
+        from ..core.custom import parse_sde
+        try:
+            parse_sde(eqs, self.diffusion if diffusion is None else diffusion, params, name=CUSTOM)
+        except ExplorerError as e:
+            return [f"diffusion: {one_line(e)}" if "diffusion" not in str(e).lower() else one_line(e)]
+        return []
 
     def system_title(self, name: str | None = None) -> str:
         name = self.system if name is None else name

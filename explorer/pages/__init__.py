@@ -104,5 +104,10 @@ register(Page("reconstruction", "Reconstruction", "↻", "explorer.pages.reconst
               "Train piecewise-linear RNNs on trajectories with generalized teacher forcing "
               "and analyse the trained model as a dynamical system."))
 
+register(Page("stochastic", "Stochastic", "≈", "explorer.pages.stochastic:view",
+              "Simulate stochastic dynamics, measure entropy production from trajectories and "
+              "train an I-OnsagerNet that learns the potential and splits the drift into "
+              "reversible and irreversible parts."))
+
 #: kept for older imports: ``{key: title}`` of the built-in pages
 PAGES = {k: p.title for k, p in REGISTRY.items()}

@@ -36,8 +36,10 @@ class RunPanel(pn.viewable.Viewer):
     controller = param.ClassSelector(class_=RunController)
 
     def __init__(self, controller: RunController, view: PageView, *, loss_height: int = 260,
-                 checkpoint_types: str = ".pt,.pth,.ckpt", **params):
+                 checkpoint_types: str = ".pt,.pth,.ckpt", loss_log: bool = True,
+                 loss_title: str = "Training loss (MSE)", **params):
         super().__init__(controller=controller, **params)
+        self.loss_log = loss_log                  # False: a linear axis (losses that can be negative)
         self.view = view
         W, sw = pn.widgets, {"sizing_mode": "stretch_width"}
         self.b_start = W.Button(name="▶ Start", button_type="success", width=100)
@@ -63,7 +65,8 @@ class RunPanel(pn.viewable.Viewer):
             pn.pane.Markdown("Load a checkpoint (.pt) to resume or analyse it:",
                              css_classes=["preset-text"]),
             self.w_ckpt, self.ckpt_error, **sw)
-        self.loss = LivePlot(tp.loss_plot, height=loss_height, logy=True)
+        self.loss = LivePlot(lambda data: tp.loss_plot(data, logy=loss_log, title=loss_title),
+                             height=loss_height, logy=loss_log)
         self._loss = {"step": [], "loss": [], "smooth": []}
         self._loss_range = None
         controller.param.watch(self.on_phase, ["phase", "progress", "eta"])
@@ -142,7 +145,7 @@ class RunPanel(pn.viewable.Viewer):
         steps, loss = list(h["step"]), list(h.get("loss", []))
         smooth = list(tp.ema(np.asarray(loss, dtype=float)))
         self._loss = {"step": steps, "loss": loss, "smooth": smooth}
-        self._loss_range = tp.fit_range(loss, log=True)
+        self._loss_range = tp.fit_range(loss, log=self.loss_log)
         self.loss.send((steps, loss, smooth), key="loss")
         if steps:
             self.loss.set_ranges((0, max(self.planned(), steps[-1]) * 1.02), self._loss_range)
@@ -156,7 +159,7 @@ class RunPanel(pn.viewable.Viewer):
         self._loss["step"] += steps
         self._loss["loss"] += loss
         self._loss["smooth"] += smooth.tolist()
-        new, old = tp.fit_range(loss, log=True), self._loss_range
+        new, old = tp.fit_range(loss, log=self.loss_log), self._loss_range
         self._loss_range = new if old is None else (old if new is None else (min(old[0], new[0]), max(old[1], new[1])))
         data = (self._loss["step"], self._loss["loss"], self._loss["smooth"])
         xr = (0, max(self.planned(), steps[-1]) * 1.02)

@@ -43,17 +43,23 @@ class SystemPicker(pn.viewable.Viewer):
         self.w_custom_params = pn.widgets.TextInput(
             name="Parameters", value=source.custom_params,
             placeholder="name = value, ... (e.g. a = 0.2, b = 0.2)", **sw)
+        self.w_diffusion = pn.widgets.TextInput(
+            name="Diffusion D (diagonal)", value=source.diffusion,
+            placeholder="one entry per variable, e.g. 1, 0.5*(1 + x^2)",
+            description="Noise sqrt(2 D_i) dW_i on each variable", **sw)
+        self.w_diffusion.visible = source.custom_kind == "sde"
         self.custom_error = pn.pane.Markdown("", css_classes=["field-error"], **sw)
         self.b_custom = pn.widgets.Button(name="Use these equations", button_type="primary", **sw)
-        self.custom_box = pn.Column(self.w_equations, self.w_custom_params, self.custom_error,
+        self.custom_box = pn.Column(self.w_equations, self.w_diffusion, self.w_custom_params, self.custom_error,
                                     self.b_custom, **sw)
         self.picker = pn.Column(self.w_search, self.w_system, **sw)
         self.w_search.param.watch(lambda e: self.sync(e.new or ""), "value_input")
         self.w_system.param.watch(self._choose, "value")
         self.w_equations.param.watch(self.check, "value_input")
         self.w_custom_params.param.watch(self.check, "value_input")
+        self.w_diffusion.param.watch(self.check, "value_input")
         self.b_custom.on_click(self.apply_custom)
-        source.param.watch(lambda *_: self.sync(), ["system", "equations", "custom_params"])
+        source.param.watch(lambda *_: self.sync(), ["system", "equations", "custom_params", "diffusion"])
         source.param.watch(self._on_errors, "errors")
         self.custom_box.visible = source.system == CUSTOM or not toggle_custom
 
@@ -82,14 +88,17 @@ class SystemPicker(pn.viewable.Viewer):
                 self.w_equations.value = s.equations
             if self.w_custom_params.value != s.custom_params:
                 self.w_custom_params.value = s.custom_params
+            if self.w_diffusion.value != s.diffusion:
+                self.w_diffusion.value = s.diffusion
         finally:
             self._building = False
         if self.toggle_custom:
             self.custom_box.visible = s.system == CUSTOM
 
-    def _typed(self) -> tuple[str, str]:
+    def _typed(self) -> tuple[str, str, str]:
         return (self.w_equations.value_input or self.w_equations.value,
-                self.w_custom_params.value_input or self.w_custom_params.value)
+                self.w_custom_params.value_input or self.w_custom_params.value,
+                self.w_diffusion.value_input or self.w_diffusion.value)
 
     def check(self, _event=None) -> list[str]:
         """Check what is typed (nothing is applied)."""
@@ -103,9 +112,10 @@ class SystemPicker(pn.viewable.Viewer):
         s = self.source
         if self.check():
             return
-        eqs, ptext = self._typed()
+        eqs, ptext, diffusion = self._typed()
         with param.parameterized.batch_call_watchers(s):
-            s.param.update(equations=eqs, custom_params=ptext)
+            s.param.update(equations=eqs, custom_params=ptext,
+                           **({"diffusion": diffusion} if s.custom_kind == "sde" else {}))
         if s.system != CUSTOM:
             s.system = CUSTOM
 

@@ -83,13 +83,14 @@ def loss_columns(steps, loss, smooth) -> dict[str, dict[str, np.ndarray]]:
     return {"loss": {"step": s, "loss": _arr(loss)}, "smoothed": {"step": s, "loss": _arr(smooth)}}
 
 
-def loss_plot(data) -> hv.Overlay:
-    """Training loss per step (light) and its moving average (dark), log scale."""
+def loss_plot(data, *, logy: bool = True, title: str = "Training loss (MSE)") -> hv.Overlay:
+    """Training loss per step (light) and its moving average (dark), log scale unless
+    ``logy`` is False (a likelihood loss can be negative)."""
     steps, loss, smooth = data if data is not None else ((), (), ())
     cols = loss_columns(steps, loss, smooth)
     raw = hv.Curve(cols["loss"], "step", "loss", label="loss").opts(color="#a5d8ff", line_width=1)
     sm = hv.Curve(cols["smoothed"], "step", "loss", label="smoothed").opts(color="#1864ab", line_width=2)
-    return (raw * sm).opts(logy=True, legend_position="right", title="Training loss (MSE)")
+    return (raw * sm).opts(logy=logy, legend_position="right", title=title)
 
 
 # ------------------------------------------------------------------ metrics
