@@ -18,14 +18,15 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from served import served_app, status, wait_status  # noqa: E402
+
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -65,24 +66,9 @@ COUNT_FRAMES = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _status(page) -> str:
-    return page.locator(".status-line").first.locator("div").first.inner_text()
-
-
-def _wait_status(page, text: str, timeout: float = 180.0) -> str:
-    end = time.time() + timeout
-    while time.time() < end:
-        s = _status(page)
-        if text in s:
-            return s
-        page.wait_for_timeout(100)
-    raise RuntimeError(f"status never showed {text!r}: {_status(page)!r}")
+def wait_status_text(page, text: str, timeout: float = 180.0) -> str:
+    wait_status(page, text, timeout)
+    return status(page)
 
 
 def _rho_input(page, value: str):
@@ -99,23 +85,14 @@ def _rho_input(page, value: str):
 def run(changes: int, seconds: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        for _ in range(180):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        url = f"http://localhost:{port}/explorer{QUERY}"
+    with served_app(timeout=90.0) as (base, _):
+        url = f"{base}{QUERY}"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             page.wait_for_selector("canvas", timeout=60_000)
-            status = _wait_status(page, "computed in")
+            status = wait_status_text(page, "computed in")
             assert "1,000 trajectories × 1,001 samples" in status, status
             page.wait_for_timeout(1000)
             # --- latency: rho alternates over values near 28 (each a new computation)
@@ -129,7 +106,7 @@ def run(changes: int, seconds: float) -> dict:
                 box.press("Enter")
                 ms = page.evaluate("() => window.__latency")
                 current = value
-                s = _wait_status(page, "computed in")
+                s = wait_status_text(page, "computed in")
                 if i >= 2:
                     lat.append(ms)
                     server_ms.append(float(s.split(" computed in ")[1].split(" ms")[0]))
@@ -140,9 +117,6 @@ def run(changes: int, seconds: float) -> dict:
             fps = page.evaluate(COUNT_FRAMES, [1000, seconds])
             page.get_by_role("button", name="❚❚ Pause").click()
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     return {
         "latency_ms": {"median": statistics.median(lat), "min": min(lat), "max": max(lat),
                        "p90": sorted(lat)[int(0.9 * (len(lat) - 1))], "n": len(lat),

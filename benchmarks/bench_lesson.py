@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from browser.lesson import run_lesson  # noqa: E402
-
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+from served import FLAGS, served_app  # noqa: E402
 
 
 def main() -> None:
@@ -35,20 +31,7 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=60.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lesson_cpu.json"))
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    t_start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        server_start = time.perf_counter() - t_start
+    with served_app() as (url, server_start):
         from playwright.sync_api import sync_playwright
         runs = []
         with sync_playwright() as p:
@@ -65,7 +48,7 @@ def main() -> None:
                     page.wait_for_selector("canvas", timeout=60_000)
                     return page
 
-                out = run_lesson(new_page, f"http://localhost:{port}/explorer",
+                out = run_lesson(new_page, url,
                                  train_seconds=args.train_seconds)
                 out["console_errors"] = len(errors)
                 runs.append(out)
@@ -73,9 +56,6 @@ def main() -> None:
                                                    if key.endswith("_s")), file=sys.stderr)
                 ctx.close()
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     keys = [k for k in runs[0] if k.endswith("_s")]
     summary = {k: {"median": statistics.median(r[k] for r in runs), "max": max(r[k] for r in runs)}
                for k in keys}
