@@ -163,6 +163,9 @@ def test_exact_linear_models_have_the_known_entropy_production():
         g = m.grid_fields(((-7, 7), (-7, 7)), 201)
         assert g["ep"] == pytest.approx(2 * w * w, rel=1e-4)
         assert known_reference(ou)["entropy_production"] == pytest.approx(2 * w * w, rel=1e-12)
+        # any other linear SDE: the exact rate from the Lyapunov equation, no potential
+        lin = known_reference(get_system("linear_ou", rotation=w))
+        assert lin["potential"] is None and lin["entropy_production"] == pytest.approx(2 * w * w)
         xs = torch.randn(400_000, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
         assert m.entropy_production(xs) == pytest.approx(2 * w * w, rel=0.01)
     # the note's non-symmetric OU: e_p = 32/69; C = [[44, 13], [13, 31]] / 75

@@ -168,7 +168,20 @@ def known_reference(system) -> dict[str, Any] | None:
             return {"potential": U, "temperature": s * s / 2.0, "entropy_production": 0.0}
     except (KeyError, ParameterError):
         return None
-    return None
+    return _linear_reference(system)
+
+
+def _linear_reference(system) -> dict[str, Any] | None:
+    """Any other SDE with an affine drift and constant diffusion: its exact entropy
+    production (the Lyapunov equation), without a potential to compare."""
+    from ..core.analysis.entropy import exact_entropy_production
+    from ..core.errors import ExplorerError
+
+    try:
+        ep = exact_entropy_production(system)
+    except (ExplorerError, ValueError, RuntimeError):
+        return None
+    return None if ep is None else {"potential": None, "temperature": 1.0, "entropy_production": ep}
 
 
 @torch.no_grad()
