@@ -297,7 +297,10 @@ class AttractorsPanel(PageView):
     def _on_status(self, *_) -> None:
         if self.controller.busy() or self.controller.playing:
             self.ensure_tick()
-        self._draw_live(force=True)              # a pause, step or reset shows its frame
+        # a pause, step or reset shows its frame, on the next tick: this watcher also runs
+        # inside button handlers, where a direct write into the trail sources once hit
+        # Bokeh outside the session's document lock (CI: "_pending_writes should be non-None")
+        self.later(lambda: self._draw_live(force=True))
 
     def _on_settings(self, *events) -> None:
         c, names = self.controller, {e.name for e in events}

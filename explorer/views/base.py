@@ -120,10 +120,13 @@ class PageView(pn.viewable.Viewer):
         """Run ``fn`` on a later tick (a separate document patch) or ``delay_ms`` later, or
         now without a server."""
         if self.served:
-            if delay_ms:
-                self._doc.add_timeout_callback(fn, delay_ms)
-            else:
-                self._doc.add_next_tick_callback(fn)
+            try:
+                if delay_ms:
+                    self._doc.add_timeout_callback(fn, delay_ms)
+                else:
+                    self._doc.add_next_tick_callback(fn)
+            except Exception:  # the session is being destroyed: nothing to show any more
+                pass
         else:
             fn()
 

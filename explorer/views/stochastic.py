@@ -57,6 +57,8 @@ class StochasticPanel(PageView):
         c.param.watch(lambda *_: self._reset_training(), "run_version")
         self._on_system()
         self._on_preset(push=False)
+        if self.served:                  # what was drawn before the browser connected, again
+            pn.state.onload(self._redraw)
         if c.auto and c.sample is None:
             c.request_sample()
             self.ensure_tick()
@@ -203,6 +205,13 @@ class StochasticPanel(PageView):
         self.c_marginal.fig.xaxis.axis_label = labels[0]
         self._summary()
         self._reset_training()
+
+    def _redraw(self) -> None:
+        """Draw the current sample and model frame again (the page has just connected)."""
+        if self.controller.sample is not None:
+            self._on_sample()
+            self._frame_shown = None
+            self._on_frame()
 
     def _reset_training(self) -> None:
         """A new sample or run: the model's pictures and curve start again."""
