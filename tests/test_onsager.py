@@ -338,7 +338,8 @@ def test_cli_train_onsager_json(tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     rec = json.loads(cap.out)
-    assert rec["system"] == "custom_sde" and rec["entropy_production_exact"] is None
+    # a typed linear SDE: the exact rate from the Lyapunov equation (2 g^2 at g = 1)
+    assert rec["system"] == "custom_sde" and rec["entropy_production_exact"] == pytest.approx(2.0)
     assert load_onsager_run(tmp_path / "c.pt").step_count == 3       # rebuilt from the text
 
     assert main(["train", "onsager", "--system", "lorenz63", "--out", str(tmp_path / "x.pt")]) == 2
