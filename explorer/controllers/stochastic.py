@@ -44,7 +44,7 @@ MAX_SAMPLE_STATES = 4_000_000
 #: grid cells per axis of the maps
 GRID_DEFAULT = 40
 #: stationary samples the live frame's entropy-production estimate averages over
-FRAME_SAMPLES = 2000
+FRAME_SAMPLES = 1000
 
 SDE_EQUATIONS = "x' = -x + a*y\ny' = -a*x - y"
 SDE_PARAMS = "a = 1"
@@ -561,14 +561,16 @@ def _shown_model(trainer):
 def field_frame(model, s: Sample, step: int) -> FieldFrame:
     """The model's fields on the sample's grid (a slice through the ensemble's mean state when
     the system has more than two variables) and its entropy-production rate over the last
-    recorded states (worker thread; float64 evaluation copy, the training model untouched)."""
-    m = model.evaluation_copy(torch.float64)
+    recorded states (worker thread, between two steps: the model is at rest and evaluated in
+    its own float32 without a copy; the arrays handed to the plots are float64)."""
+    m = model                       # at rest between two steps: no copy; its own float32
+    dtype = next(m.parameters()).dtype
     i, j = s.dims
     X, Y = np.meshgrid(s.xs, s.ys)                                  # (ny, nx)
-    base = s.x.reshape(-1, s.x.shape[-1]).to(torch.float64).mean(0)
+    base = s.x.reshape(-1, s.x.shape[-1]).to(dtype).mean(0)
     pts = base.repeat(X.size, 1)
-    pts[:, i] = torch.from_numpy(X.ravel())
-    pts[:, j] = torch.from_numpy(Y.ravel())
+    pts[:, i] = torch.from_numpy(X.ravel()).to(dtype)
+    pts[:, j] = torch.from_numpy(Y.ravel()).to(dtype)
     with torch.no_grad():
         f = m.fields(pts)
         local = m.entropy_density(pts)
@@ -580,10 +582,11 @@ def field_frame(model, s: Sample, step: int) -> FieldFrame:
     b_rev = f.b_rev[:, [i, j]].T.reshape(2, *shape)
     b_irr = f.b_irr[:, [i, j]].T.reshape(2, *shape)
     x = s.x[-max(1, FRAME_SAMPLES // s.x.shape[1] + 1):].reshape(-1, s.x.shape[-1])[:FRAME_SAMPLES]
-    rate = float(m.entropy_production(x.to(torch.float64)))
-    return FieldFrame(step=step, potential=(phi * m.eps).numpy(), density=rho.numpy(),
-                      b_rev=b_rev.numpy(), b_irr=b_irr.numpy(),
-                      sigma=(local.reshape(shape) * rho).numpy(), rate=rate)
+    rate = float(m.entropy_production(x.to(dtype)))
+    f64 = lambda t: t.to(torch.float64).numpy()                     # noqa: E731
+    return FieldFrame(step=step, potential=f64(phi * m.eps), density=f64(rho),
+                      b_rev=f64(b_rev), b_irr=f64(b_irr),
+                      sigma=f64(local.reshape(shape) * rho), rate=rate)
 
 
 __all__ = ["FieldFrame", "PRESETS", "Preset", "Sample", "StochasticController", "Sweep",
