@@ -315,13 +315,28 @@ def cmd_train(args) -> int:
     return 0 if event.status != "diverged" else 1
 
 
+def _builtin_sde(name: str, params: dict, need: str):
+    """The registered SDE ``name`` at ``--param`` values (integer parameters checked);
+    ``need`` starts the error message when ``name`` is not stochastic."""
+    from .core.registry import system_class
+    from .core.system import SDE, UnsupportedKindError
+
+    cls = system_class(name)
+    if not issubclass(cls, SDE):
+        raise UnsupportedKindError(f"{need}; {cls.title or cls.name} is a {cls.kind}")
+    for k in {p.name for p in cls.parameters if p.integer} & params.keys():
+        if params[k] != int(params[k]):
+            raise CliError(f"--param {k} must be an integer")
+        params[k] = int(params[k])
+    return cls(**params)
+
+
 def cmd_train_onsager(args) -> int:
     """Fit an I-OnsagerNet (potential, mobility, antisymmetric part) to simulated trajectories
     of an SDE by the Euler-Maruyama likelihood; report its entropy production; save a
     checkpoint (``explorer.training.onsager``)."""
     import time
 
-    from .core.system import SDE, UnsupportedKindError
     from .training.onsager import make_onsager_run, run_summary
 
     _setup_device(args)
@@ -343,18 +358,8 @@ def cmd_train_onsager(args) -> int:
             raise CliError(f"--{name} must be a positive number, got {v}")
     params = _parse_params(args.param)
     if args.system:
-        from .core.registry import system_class
-
-        cls = system_class(args.system)
-        if not issubclass(cls, SDE):
-            raise UnsupportedKindError(f"I-OnsagerNet learns stochastic systems (SDEs); "
-                                       f"{cls.title or cls.name} is a {cls.kind}")
-        structural = {p.name for p in cls.parameters if p.integer}
-        for k in structural & params.keys():
-            if params[k] != int(params[k]):
-                raise CliError(f"--param {k} must be an integer")
-            params[k] = int(params[k])
-        system, source = cls(**params), None
+        system, source = _builtin_sde(args.system, params, "I-OnsagerNet learns stochastic "
+                                                           "systems (SDEs)"), None
     else:
         from .core.custom import parse_sde
 
@@ -440,8 +445,6 @@ def cmd_entropy(args) -> int:
     """Stationary entropy-production rate of an SDE (built-in or --sde/--diffusion), with its
     error bar and the exact value where the SDE is linear with constant noise."""
     from .core.analysis.entropy import estimate_entropy
-    from .core.registry import system_class
-    from .core.system import SDE, UnsupportedKindError
 
     _setup_device(args)
     if bool(args.system) == bool(args.sde):
@@ -452,16 +455,8 @@ def cmd_entropy(args) -> int:
         raise CliError("--diffusion goes with --sde (a built-in system has its own noise)")
     params = _parse_params(args.param)
     if args.system:
-        cls = system_class(args.system)
-        if not issubclass(cls, SDE):
-            raise UnsupportedKindError(f"entropy production needs a stochastic system (an SDE); "
-                                       f"{cls.title or cls.name} is a {cls.kind}")
-        structural = {p.name for p in cls.parameters if p.integer}
-        for k in structural & params.keys():
-            if params[k] != int(params[k]):
-                raise CliError(f"--param {k} must be an integer")
-            params[k] = int(params[k])
-        system = cls(**params)
+        system = _builtin_sde(args.system, params,
+                              "entropy production needs a stochastic system (an SDE)")
     else:
         from .core.custom import parse_sde
 

@@ -33,6 +33,12 @@ DEFAULT_EQUATIONS = "dx/dt = sigma*(y - x)\ndy/dt = x*(rho - z) - y\ndz/dt = x*y
 DEFAULT_CUSTOM_PARAMS = "sigma = 10, rho = 28, beta = 2.6667"
 
 
+def plain_query(query) -> dict[str, str]:
+    """URL query values as one string per key (Panel gives lists of bytes or str)."""
+    q = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
+    return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message (the UI never shows a traceback)."""
     text = str(e).strip().splitlines()

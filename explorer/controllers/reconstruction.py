@@ -37,7 +37,7 @@ from ..training import DataError, TimeSeries, Trainer, TrainerConfig, from_file,
 from ..training.frames import (FRAME_LENGTH, Frame, ModelAnalysis, ModelLyapunov, analyse_model,
                                data_frame, model_frame, model_frame_of)
 from ..training.verdict import D_H_GOOD, D_STSP_GOOD, Verdict, metrics_verdict
-from .base import CUSTOM, SystemSource, one_line
+from .base import CUSTOM, SystemSource, one_line, plain_query
 from .jobs import Done
 from .run import (MAX_RUNS_ENV, MAX_UPLOAD_BYTES, RUNS, BackgroundRun, Progress, RunController,
                   StepRecord, warm_up, worker_threads)
@@ -206,8 +206,7 @@ class ReconstructionController(SystemSource, RunController):
         """Restore state from URL query values (``preset`` first, then ``sys``, ``model``,
         ``steps``, ``seed``, ``noise``, ``length``, ``latent``); bad entries are skipped and
         reported, one message each; other keys (``page``) are ignored."""
-        q = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
-        q = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
+        q = plain_query(query)
         problems: list[str] = []
         auto, self.auto = self.auto, False
         try:

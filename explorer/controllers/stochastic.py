@@ -35,7 +35,7 @@ from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class
 from ..core.simulate import simulate
 from ..core.system import DynamicalSystem, check_param_value
-from .base import CUSTOM, SystemSource, one_line
+from .base import CUSTOM, SystemSource, one_line, plain_query
 from .jobs import Done
 from .run import RunController
 
@@ -470,8 +470,7 @@ class StochasticController(SystemSource, RunController):
 
     def apply_query(self, query) -> list[str]:
         """Restore state from URL query values; bad entries are skipped and reported."""
-        q = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
-        q = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
+        q = plain_query(query)
         problems: list[str] = []
         auto, self.auto = self.auto, False
         try:
