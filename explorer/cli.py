@@ -1,6 +1,6 @@
 """``dynamics-explorer``: the compute API from a shell.
 
-Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``train onsager``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
+Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``train onsager``, ``train ssm``, ``spectra``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
 ``--json`` are a stable contract, documented in ``docs/cli.md``. A user mistake (unknown
 system, bad parameter, malformed equation, unwritable file) prints one line on stderr and
 exits with code 2; no traceback.
@@ -401,6 +401,104 @@ def cmd_train_onsager(args) -> int:
     return 0 if event.status != "diverged" else 1
 
 
+TRAIN_SSM_TASKS = ("exp-memory", "power-memory", "delay-memory", "oscillatory-memory", "retrieval")
+
+
+def cmd_spectra(args) -> int:
+    """Continuous and discrete eigenvalues of a state-space initialisation
+    (``explorer.models.ssm``)."""
+    from .models.ssm import DISCRETIZATIONS, INITS, continuous_eigenvalues, discretize
+
+    if args.init not in INITS:
+        raise CliError(f"unknown --init {args.init!r}; choose from {', '.join(INITS)}")
+    if args.discretization not in DISCRETIZATIONS:
+        raise CliError(f"unknown --discretization {args.discretization!r}; choose from "
+                       f"{', '.join(DISCRETIZATIONS)}")
+    if args.state_size < 1:
+        raise CliError(f"--state-size must be at least 1, got {args.state_size}")
+    if not (args.dt > 0 and math.isfinite(args.dt)):
+        raise CliError(f"--dt must be a positive number, got {args.dt}")
+    lam = continuous_eigenvalues(args.init, args.state_size, seq_len=args.length)
+    lam_bar, _ = discretize(lam, args.dt, args.discretization)
+    pairs = lambda z: [[float(v.real), float(v.imag)] for v in z.tolist()]   # noqa: E731
+    out = {"init": args.init, "state_size": args.state_size, "dt": args.dt,
+           "discretization": args.discretization, "continuous": pairs(lam),
+           "discrete": pairs(lam_bar)}
+    if args.json:
+        print(json.dumps(out, default=_json_number))
+        return 0
+    print(f"{args.init}, N = {args.state_size}, {args.discretization} with dt = {args.dt:g}")
+    print(f"{'continuous λ':>32}  {'discrete λ̄':>32}  |λ̄|")
+    for (a, b), (c, d) in zip(out["continuous"], out["discrete"]):
+        print(f"{a:>15.6g} {b:+15.6g}i  {c:>15.6g} {d:+15.6g}i  {math.hypot(c, d):.6f}")
+    return 0
+
+
+def cmd_train_ssm(args) -> int:
+    """Train a sequence model (linear SSM, selective SSM or transformer) on a synthetic
+    memory-function or retrieval task; save a checkpoint (``explorer.training.sequence``)."""
+    import time
+
+    from .training.sequence import make_sequence_run, run_summary
+
+    _setup_device(args)
+    out = _out_path(args.out, (".pt",))
+    if args.seq_task not in TRAIN_SSM_TASKS:
+        raise CliError(f"unknown --task {args.seq_task!r}; choose from {', '.join(TRAIN_SSM_TASKS)}")
+    for name in ("steps", "batch", "length", "state_size", "channels", "heads", "head_dim", "D"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("lr", "strength"):
+        v = getattr(args, name)
+        if not (v > 0 and math.isfinite(v)):
+            raise CliError(f"--{name} must be a positive number, got {v}")
+    task, memory = ("retrieval", "exp") if args.seq_task == "retrieval" else \
+        ("memory", args.seq_task.removesuffix("-memory"))
+    if args.model == "ssm":
+        cfg = dict(init=args.init, state_size=args.state_size, channels=args.channels,
+                   discretization=args.discretization, layers=args.layers, seq_len=args.length,
+                   seed=args.seed)
+    elif args.model == "selective":
+        cfg = dict(d_state=args.state_size, d_model=args.channels, layers=args.layers, seed=args.seed)
+    else:
+        cfg = dict(n_heads=args.heads, d_head=args.head_dim, layers=args.layers, seed=args.seed,
+                   max_len=max(4096, args.length), readout="last" if task == "retrieval" else "all")
+    loop = make_sequence_run(model=args.model, task=task, model_config=cfg, memory=memory,
+                             strength=args.strength, seq_len=args.length, batch=args.batch,
+                             input_kind=args.input, lr=args.lr, planned_steps=args.steps,
+                             D=args.D, seed=args.seed, eval_every=max(1, args.steps // 5))
+    last_print = [time.monotonic()]
+
+    def report(ev) -> None:
+        now = time.monotonic()
+        if not ev.losses and ev.status == "running":
+            print(ev.message, file=sys.stderr)
+            return
+        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
+            last_print[0] = now
+            m = ev.metrics or {}
+            loss = f", NMSE {ev.losses['loss']:.4g}" if "loss" in ev.losses else f": {ev.message}"
+            extra = "".join(f", {lab} {m[k]:.4g}" for k, lab in (
+                ("nmse", "test NMSE"), ("decay_rate", "decay rate"),
+                ("memory_error", "memory error")) if k in m and m[k] == m[k])
+            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
+            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+
+    event = loop.run(args.steps, callbacks=[] if args.quiet else [report])
+    loop.save(out)
+    summary = {"out": str(out), "status": event.status, "message": event.message,
+               **run_summary(loop)}
+    if args.json:
+        print(json.dumps(summary, default=_json_number))
+    else:
+        extra = ""
+        if summary.get("decay_rate") is not None:
+            extra = f", learned decay rate {summary['decay_rate']:.4g} (target {1 / args.strength:.4g})"
+        print(f"wrote {out}: {summary.get('steps')} steps in {summary.get('seconds', 0):.1f} s, "
+              f"test NMSE {summary.get('nmse', float('nan')):.4g}{extra}")
+    return 0 if event.status != "diverged" else 1
+
+
 def _json_number(v):
     """JSON for numpy/torch scalars; NaN and inf become null (strict JSON has neither)."""
     f = float(v)
@@ -528,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_lyapunov)
 
     s = sub.add_parser("train", help="train a model (train dsr: dynamical-systems reconstruction; "
-                                         "train onsager: I-OnsagerNet on SDE trajectories)")
+                                         "train onsager: I-OnsagerNet on SDE trajectories; "
+                                         "train ssm: sequence models on memory tasks)")
     tsub = s.add_subparsers(dest="task", required=True, parser_class=_Parser)
     s = tsub.add_parser("dsr", help="PLRNN / shallow PLRNN / AL-RNN with generalized teacher forcing")
     s.add_argument("--system", help="train on a simulated trajectory of this system")
@@ -581,6 +680,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable summary")
     s.add_argument("--out", required=True, help="checkpoint file (.pt)")
     s.set_defaults(func=cmd_train_onsager)
+
+    s = tsub.add_parser("ssm", help="a sequence model (linear SSM, selective SSM, transformer) "
+                                    "on a memory-function or retrieval task")
+    s.add_argument("--model", choices=("ssm", "selective", "transformer"), default="ssm",
+                   help="model family (ssm)")
+    s.add_argument("--init", default="s4d-lin", help="SSM initialisation (s4d-lin; see `spectra --help`)")
+    s.add_argument("--state-size", type=int, default=64, help="state size N (64)")
+    s.add_argument("--channels", type=int, default=4, help="SSM channels H, or the selective width (4)")
+    s.add_argument("--discretization", default="zoh", help="zoh, bilinear or euler (zoh)")
+    s.add_argument("--layers", type=int, default=1, help="stacked layers (1)")
+    s.add_argument("--heads", type=int, default=2, help="transformer: attention heads (2)")
+    s.add_argument("--head-dim", type=int, default=8, help="transformer: head dimension (8)")
+    s.add_argument("--task", dest="seq_task", default="exp-memory", help=f"one of {', '.join(TRAIN_SSM_TASKS)} (exp-memory)")
+    s.add_argument("--strength", type=float, default=20.0,
+                   help="memory length in steps: the decay time, or the lag of delay-memory (20)")
+    s.add_argument("--input", choices=("white", "ar1"), default="white", help="input process (white)")
+    s.add_argument("--D", type=int, default=4, help="retrieval: tokens to retrieve (4)")
+    s.add_argument("--length", type=int, default=256, help="sequence length L (256)")
+    s.add_argument("--batch", type=int, default=32, help="sequences per step (32)")
+    s.add_argument("--steps", type=int, default=1000, help="optimisation steps (1000)")
+    s.add_argument("--lr", type=float, default=3e-3, help="learning rate (3e-3, cosine decay)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    s.add_argument("--json", action="store_true", help="machine-readable summary")
+    s.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    s.set_defaults(func=cmd_train_ssm)
+
+    s = sub.add_parser("spectra", help="continuous and discrete eigenvalues of an SSM initialisation")
+    s.add_argument("--init", required=True, help="legs, legs-diag, legt, s4d-lin, s4d-inv, s4d-real, "
+                                                 "lru, random or zero-real")
+    s.add_argument("--state-size", type=int, required=True, help="state size N")
+    s.add_argument("--dt", type=float, default=0.01, help="step Δ of the discretisation (0.01)")
+    s.add_argument("--discretization", default="zoh", help="zoh, bilinear or euler (zoh)")
+    s.add_argument("--length", type=int, default=1024,
+                   help="sequence length L (sets the zero-real timescale) (1024)")
+    s.add_argument("--json", action="store_true", help='{"continuous": [[re, im], ...], "discrete": ...}')
+    s.set_defaults(func=cmd_spectra)
 
     s = sub.add_parser("generate", help="free-running trajectory of a trained model")
     s.add_argument("checkpoint", help="a checkpoint written by `train dsr`")

@@ -9,7 +9,9 @@ PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.
         "explorer.core.solvers", "explorer.core.custom", "explorer.core.analysis",
         "explorer.core.flows", "explorer.core.maps", "explorer.cli", "explorer.core.native",
         "explorer.core.analysis.invariants", "explorer.models", "explorer.models.pwl",
-        "explorer.training", "explorer.training.frames", "explorer.training.loop"]
+        "explorer.training", "explorer.training.frames", "explorer.training.loop",
+        "explorer.models.ssm", "explorer.models.selective", "explorer.models.attention",
+        "explorer.core.analysis.driven", "explorer.training.sequence"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 
 
@@ -17,7 +19,7 @@ UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 CONTROLLERS = ["explorer.controllers", "explorer.controllers.base", "explorer.controllers.run",
                "explorer.controllers.jobs", "explorer.controllers.attractors",
                "explorer.controllers.reconstruction", "explorer.controllers.live",
-               "explorer.controllers.presets"]
+               "explorer.controllers.presets", "explorer.controllers.spectra"]
 UI_ONLY = ("panel", "holoviews", "bokeh", "hvplot", "datashader")
 
 
@@ -36,7 +38,7 @@ def test_page_registry_loads_no_page():
             "print(','.join(m for m in ('holoviews', 'bokeh', 'torch') if m in sys.modules), "
             "sorted(p.REGISTRY))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["['attractors',", "'reconstruction',", "'stochastic']"], out.stdout
+    assert out.stdout.split() == ["['attractors',", "'reconstruction',", "'spectra',", "'stochastic']"], out.stdout
 
 
 @pytest.mark.parametrize("module", PURE)

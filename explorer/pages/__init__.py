@@ -109,5 +109,9 @@ register(Page("stochastic", "Stochastic", "≈", "explorer.pages.stochastic:view
               "train an I-OnsagerNet that learns the potential and splits the drift into "
               "reversible and irreversible parts."))
 
+register(Page("spectra", "Spectra", "λ", "explorer.pages.spectra:view",
+              "Eigenvalues of state-space models, selective SSMs and attention: initialisations, "
+              "discretisation, memory functions, and spectra that move while a model trains."))
+
 #: kept for older imports: ``{key: title}`` of the built-in pages
 PAGES = {k: p.title for k, p in REGISTRY.items()}

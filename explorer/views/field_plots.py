@@ -204,12 +204,12 @@ class Curves:
     Bokeh source patched by :meth:`set`."""
 
     def __init__(self, title: str, layers: dict[str, dict], *, xlabel: str = "", ylabel: str = "",
-                 height: int = 260, y_axis_type: str = "linear"):
+                 height: int = 260, y_axis_type: str = "linear", **figure_options):
         from bokeh.models import ColumnDataSource, Whisker
         from bokeh.plotting import figure
 
         self.fig = figure(title=title, height=height, sizing_mode="stretch_width", tools=TOOLS,
-                          y_axis_type=y_axis_type)
+                          y_axis_type=y_axis_type, **figure_options)
         self.fig.title.text_font_style = "normal"
         self.fig.xaxis.axis_label, self.fig.yaxis.axis_label = xlabel, ylabel
         self.sources: dict[str, ColumnDataSource] = {}
@@ -224,6 +224,15 @@ class Curves:
                 self.fig.scatter("x", "y", source=src, color=color, size=7, legend_label=label)
                 self.fig.add_layout(Whisker(source=src, base="x", upper="hi", lower="lo",
                                             line_color=color))
+            elif kind == "points":                # one colour per point: x, y, color
+                src = ColumnDataSource({"x": [], "y": [], "color": []})
+                self.fig.scatter("x", "y", source=src, color="color", size=spec.get("size", 6),
+                                 alpha=spec.get("alpha", 0.85), marker=spec.get("marker", "circle"),
+                                 legend_label=label)
+            elif kind == "multi":                 # one colour per line: xs, ys, color
+                src = ColumnDataSource({"xs": [], "ys": [], "color": []})
+                self.fig.multi_line("xs", "ys", source=src, color="color",
+                                    alpha=spec.get("alpha", 0.5), line_width=spec.get("width", 1.2))
             elif kind == "quad":
                 src = ColumnDataSource({"left": [], "right": [], "top": []})
                 self.fig.quad(left="left", right="right", bottom=0, top="top", source=src,
@@ -240,7 +249,15 @@ class Curves:
         self.pane = pn.pane.Bokeh(self.fig, sizing_mode="stretch_width", height=height + 10)
 
     def set(self, name: str, **columns) -> None:
-        self.sources[name].data = {k: np.asarray(v, float) for k, v in columns.items()}
+        """Replace a layer's data (numeric columns as float arrays; ``xs``/``ys`` of a
+        ``multi`` layer as lists of arrays; ``color`` as strings)."""
+        def col(k, v):
+            if k == "color":
+                return list(v)
+            if k in ("xs", "ys"):
+                return [np.asarray(a, float) for a in v]
+            return np.asarray(v, float)
+        self.sources[name].data = {k: col(k, v) for k, v in columns.items()}
 
     def clear(self) -> None:
         for src in self.sources.values():
