@@ -202,3 +202,31 @@ def test_cli_train_ssm_writes_a_checkpoint(tmp_path, capsys):
     assert summary["status"] == "done" and out.exists()
     assert summary["task"] == "memory" and summary["memory"] == "exp"
     assert main(["train", "ssm", "--task", "nope", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_heads_sweep_keeps_the_budget():
+    c = SpectraController(auto=False, family="transformer", task="retrieval", budget=4,
+                          sweep_steps=10, D=2, seq_len=8)
+    c.request_sweep()
+    c.wait(180)
+    sw = c.sweep
+    assert sw is not None, c.errors
+    assert tuple(sw.heads) == (1, 2, 4)
+    assert [h * d for h, d in zip(sw.heads, sw.d_heads)] == [4, 4, 4]
+    assert len(set(sw.params)) == 1                      # the same parameter count for every h
+    assert "lowest loss" in c.status
+
+
+def test_checkpoint_round_trip_restores_settings_and_spectrum():
+    c = ctl(state_size=8, channels=2, seq_len=32, train_batch=4, steps=15, init="s4d-inv")
+    assert c.start()
+    c.wait(120)
+    assert c.phase == "done"
+    blob = c.checkpoint_bytes()
+    d = SpectraController(auto=False)
+    assert d.load_checkpoint(blob, "spectra.pt"), d.errors
+    assert (d.init, d.state_size, d.channels) == ("s4d-inv", 8, 2)
+    assert d.frame is not None and d.frame.step == 15
+    assert np.allclose(d.frame.cont, c.frame.cont, atol=1e-6)
+    assert not d.load_checkpoint(b"not a checkpoint", "bad.pt")
+    assert "checkpoint" in d.errors
