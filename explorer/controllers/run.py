@@ -407,6 +407,8 @@ class RunController(PageController):
 
     #: the page's name in checkpoint file names
     run_name = "model"
+    #: a live frame at most this often (s); a page whose frames are cheap may ask for more
+    frame_seconds = FRAME_SECONDS
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -552,7 +554,8 @@ class RunController(PageController):
         """Start a :class:`BackgroundRun` (``build=`` or ``trainer=``); False when the
         server-wide limit is reached (the error says so)."""
         run = BackgroundRun(**source, planned=self.planned, frame=self.frame_of,
-                            finish=self.finish_of, notify=self.jobs.notify)
+                            finish=self.finish_of, notify=self.jobs.notify,
+                            frame_seconds=self.frame_seconds)
         if not run.start():
             self._error("run", RUNS.busy_message())
             return False

@@ -196,6 +196,8 @@ class SpectraController(RunController):
     """Everything the Spectra page shows, and the actions that preview, train and sweep."""
 
     run_name = "spectra"
+    #: a spectrum frame costs ~10 ms at N = 256 (the run keeps frames under a quarter of its time)
+    frame_seconds = 0.1
 
     family = param.Selector(default="ssm", objects=list(FAMILIES), doc="Kind of sequence model.")
     # ---- linear SSM

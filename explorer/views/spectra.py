@@ -47,7 +47,7 @@ def unit_circle(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 class SpectraPanel(PageView):
     """Sidebar and main area of the Spectra page around one controller."""
 
-    TICK_MS = 150
+    TICK_MS = 100                       # a new spectrum every frame (frames every 0.1 s)
 
     def __init__(self, controller: SpectraController | None = None, *, sync_url: bool = True,
                  **params):
