@@ -29,15 +29,18 @@ from served import CHROMIUM, FLAGS, served_app, status, wait_status  # noqa: E40
 
 #: a fingerprint of the first eigenvalue scatter (x, y, color columns)
 SPECTRUM = """() => {
-  for (const d of Bokeh.documents)
-    for (const m of d._all_models.values())
-      if (m.data && m.data.color !== undefined && m.data.x !== undefined && m.data.xs === undefined
-          && m.data.x.length > 0) {
-        let s = 0; const x = m.data.x, y = m.data.y;
-        for (let i = 0; i < x.length; i++) s += (x[i] + 0.5) * (i + 1) + y[i] * 1e-3;
-        return s;
-      }
-  return null;
+  let m = window.__spectrum;
+  if (!m) {
+    for (const d of Bokeh.documents)
+      for (const s of d._all_models.values())
+        if (!m && s.data && s.data.g !== undefined && s.data.x !== undefined && s.data.x.length > 0)
+          m = s;
+    if (!m) return null;
+    window.__spectrum = m;                  // found once: polling must not load the browser
+  }
+  let s = 0; const x = m.data.x, y = m.data.y;
+  for (let i = 0; i < x.length; i++) s += (x[i] + 0.5) * (i + 1) + y[i] * 1e-3;
+  return s;
 }"""
 
 
@@ -53,7 +56,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     query = (f"?page=spectra&family=ssm&init=s4d-lin&N={args.state_size}&H={args.channels}"
-             "&task=memory&memory=exp&strength=20&L=256")
+             "&task=memory&memory=exp&strength=20&L=256&steps=100000")
     with served_app() as (url, _), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

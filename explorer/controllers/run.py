@@ -52,6 +52,8 @@ TRAIN_THREADS_ENV = "EXPLORER_TRAIN_THREADS"
 CHUNK_SECONDS = 0.5
 #: a live frame (free run of the model) is computed at most this often (s)
 FRAME_SECONDS = 0.18
+#: the training status line is rewritten at most this often (s)
+STATUS_SECONDS = 0.5
 #: step records kept for the UI between two polls
 MAX_QUEUED_STEPS = 200_000
 #: largest accepted checkpoint upload
@@ -422,6 +424,7 @@ class RunController(PageController):
         self.history: dict[str, list[float]] = {"step": []}
         self.metric_history: list[dict[str, float]] = []
         self.last_frame: Any = None
+        self._status_at = 0.0
 
     # ================================================================ hooks for pages
     def new_run(self) -> Callable[[BackgroundRun], Any]:
@@ -632,8 +635,10 @@ class RunController(PageController):
         if ended:
             self._finish(run, *end)
         super().poll()
-        if records and not ended and self.running:
-            self.status = "training: " + " · ".join(self._progress_parts())
+        now = time.monotonic()
+        if records and not ended and self.running and now - self._status_at >= STATUS_SECONDS:
+            self._status_at = now              # the status line is re-laid out by the browser:
+            self.status = "training: " + " · ".join(self._progress_parts())   # twice a second
         reset, self._reset_pending = self._reset_pending, False
         return Progress(records, frame, ended, reset)
 

@@ -121,7 +121,8 @@ PRESETS: dict[str, Preset] = {p.key: p for p in (
 #: URL query keys and the settings they hold
 QUERY_KEYS = {"family": "family", "init": "init", "N": "state_size", "H": "channels",
               "disc": "discretization", "task": "task", "memory": "memory", "strength": "strength",
-              "L": "seq_len", "heads": "n_heads", "dhead": "d_head", "seed": "seed"}
+              "L": "seq_len", "heads": "n_heads", "dhead": "d_head", "seed": "seed",
+              "steps": "steps", "lr": "lr", "batch": "train_batch"}
 
 
 # ============================================================================ results

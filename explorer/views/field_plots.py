@@ -19,6 +19,9 @@ import numpy as np
 import panel as pn
 
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+#: colours of numbered groups (channels, heads): a ``points`` layer's ``g`` modulo its length
+PALETTE = ("#1c7ed6", "#e8590c", "#2b8a3e", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c",
+           "#5c940d", "#364fc7", "#d9480f")
 
 
 def _finite_range(z: np.ndarray, robust: bool = True) -> tuple[float, float]:
@@ -224,11 +227,16 @@ class Curves:
                 self.fig.scatter("x", "y", source=src, color=color, size=7, legend_label=label)
                 self.fig.add_layout(Whisker(source=src, base="x", upper="hi", lower="lo",
                                             line_color=color))
-            elif kind == "points":                # one colour per point: x, y, color
-                src = ColumnDataSource({"x": [], "y": [], "color": []})
-                self.fig.scatter("x", "y", source=src, color="color", size=spec.get("size", 6),
-                                 alpha=spec.get("alpha", 0.85), marker=spec.get("marker", "circle"),
-                                 legend_label=label)
+            elif kind == "points":                # x, y and a group number g coloured by a palette
+                from bokeh.models import LinearColorMapper
+
+                palette = spec.get("palette", PALETTE)
+                mapper = LinearColorMapper(palette=list(palette), low=-0.5, high=len(palette) - 0.5)
+                src = ColumnDataSource({"x": [], "y": [], "g": []})   # numeric columns only: binary
+                self.fig.scatter("x", "y", source=src, color={"field": "g", "transform": mapper},
+                                 size=spec.get("size", 6), alpha=spec.get("alpha", 0.85),
+                                 marker=spec.get("marker", "circle"), line_alpha=0,
+                                 **({"legend_label": label} if spec.get("legend", True) else {}))
             elif kind == "multi":                 # one colour per line: xs, ys, color
                 src = ColumnDataSource({"xs": [], "ys": [], "color": []})
                 self.fig.multi_line("xs", "ys", source=src, color="color",
@@ -250,12 +258,15 @@ class Curves:
 
     def set(self, name: str, **columns) -> None:
         """Replace a layer's data (numeric columns as float arrays; ``xs``/``ys`` of a
-        ``multi`` layer as lists of arrays; ``color`` as strings)."""
+        ``multi`` layer as lists of arrays; ``color`` as strings; a ``points`` layer's group
+        numbers ``g`` are taken modulo the palette)."""
         def col(k, v):
             if k == "color":
                 return list(v)
             if k in ("xs", "ys"):
                 return [np.asarray(a, float) for a in v]
+            if k == "g":
+                return np.asarray(v, float) % len(PALETTE)
             return np.asarray(v, float)
         self.sources[name].data = {k: col(k, v) for k, v in columns.items()}
 

@@ -34,10 +34,13 @@ class FramePacer:
     frame) sets its ``tags`` once the browser has applied a new ``data``; the server watches
     ``tags``. :meth:`ready` says whether the next frame may be sent."""
 
-    def __init__(self, timeout: float = FRAME_ACK_TIMEOUT):
+    def __init__(self, timeout: float = FRAME_ACK_TIMEOUT, on_ack=None):
         self.timeout = timeout
         self.source = None
         self.pending, self.sent = False, 0.0
+        #: called (server side, document locked) when the browser has shown a frame: a page
+        #: can send the next one at once instead of at its next tick
+        self.on_ack = on_ack
 
     def watch(self, source) -> None:
         """Have the browser acknowledge every change of ``source``'s data."""
@@ -51,6 +54,8 @@ class FramePacer:
 
     def _ack(self, attr, old, new) -> None:
         self.pending = False
+        if self.on_ack is not None:
+            self.on_ack()
 
     def ready(self) -> bool:
         """The last frame was shown (or is taken as lost)."""

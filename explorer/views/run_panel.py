@@ -15,6 +15,7 @@ it polls; everything else follows the controller's parameters.
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import panel as pn
@@ -26,6 +27,8 @@ from . import training_plots as tp
 from .base import PageView, message
 from .live import LivePlot
 
+#: the progress bar and time left are redrawn at most this often while training (s)
+PROGRESS_SECONDS = 0.5
 #: loss rows kept in the browser (older ones roll off the plot, not the history)
 MAX_LOSS_POINTS = 200_000
 
@@ -69,6 +72,9 @@ class RunPanel(pn.viewable.Viewer):
                              height=loss_height, logy=loss_log)
         self._loss = {"step": [], "loss": [], "smooth": []}
         self._loss_range = None
+        self._shown_at = 0.0
+        self._pending: list = []                # step records not drawn yet
+        self._streamed_at = 0.0
         controller.param.watch(self.on_phase, ["phase", "progress", "eta"])
         controller.param.watch(self._on_errors, "errors")
         self.on_phase()
@@ -104,8 +110,13 @@ class RunPanel(pn.viewable.Viewer):
     def _on_errors(self, *_) -> None:
         self.ckpt_error.object = message(self.controller.errors.get("checkpoint"))
 
-    def on_phase(self, *_) -> None:
+    def on_phase(self, *events) -> None:
         c = self.controller
+        now = time.monotonic()
+        if events and all(e.name in ("progress", "eta") for e in events) \
+                and now - self._shown_at < PROGRESS_SECONDS:
+            return                               # progress text and bar: twice a second
+        self._shown_at = now
         busy = c.phase in ("preparing", "running") or c.running
         self.b_start.disabled = busy
         self.b_pause.disabled = not (busy and c.phase == "running")
@@ -131,16 +142,23 @@ class RunPanel(pn.viewable.Viewer):
         return c.planned(c.trainer) if c.trainer is not None else c.steps
 
     def show(self, p: Progress) -> None:
-        """Put what the controller polled on the loss curve."""
+        """Put what the controller polled on the loss curve (new rows at most every
+        :data:`PROGRESS_SECONDS` while training: each append is a browser redraw)."""
         if p.reset:
             self.reload()
         elif p.records:
-            self._append(p)
+            self._pending += p.records
+        now = time.monotonic()
+        if self._pending and (p.ended or now - self._streamed_at >= PROGRESS_SECONDS):
+            self._streamed_at = now
+            recs, self._pending = self._pending, []
+            self._append(recs)
         if p.ended:
             self.on_phase()
 
     def reload(self) -> None:
         """Redraw the loss curve from the controller's whole history."""
+        self._pending = []                      # in the history already
         h = self.controller.history
         steps, loss = list(h["step"]), list(h.get("loss", []))
         smooth = list(tp.ema(np.asarray(loss, dtype=float)))
@@ -150,8 +168,7 @@ class RunPanel(pn.viewable.Viewer):
         if steps:
             self.loss.set_ranges((0, max(self.planned(), steps[-1]) * 1.02), self._loss_range)
 
-    def _append(self, p: Progress) -> None:
-        recs = p.records
+    def _append(self, recs: list) -> None:
         steps = [r.step for r in recs]
         loss = [r.loss for r in recs]
         prev = self._loss["smooth"][-1] if self._loss["smooth"] else None

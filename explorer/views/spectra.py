@@ -9,6 +9,7 @@ a live training frame is a few small data patches.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from urllib.parse import urlencode
 
@@ -25,13 +26,16 @@ from ..controllers.spectra import (
     SpectrumFrame,
 )
 from .base import PageView, message
-from .field_plots import Curves, FieldMap
+from .field_plots import PALETTE, Curves, FieldMap
+from .live import FramePacer
 from .run_panel import RunPanel
 from .shell import prompt_widgets
 
 SW = dict(sizing_mode="stretch_width")
-PALETTE = ("#1c7ed6", "#e8590c", "#2b8a3e", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c",
-           "#5c940d", "#364fc7", "#d9480f")
+#: while training, the trails and the plots beside the planes are redrawn at most this often (s)
+DETAIL_SECONDS = 1.0
+#: trail dots drawn per plane at most (older frames are thinned)
+MAX_TRAIL_POINTS = 8_000
 STAB_COLORS = {"ssm": "#1c7ed6", "selective": "#2b8a3e", "transformer": "#e8590c"}
 
 
@@ -60,6 +64,9 @@ class SpectraPanel(PageView):
                 c.apply_query(query)
         self._shown = None
         self._trail: deque = deque(maxlen=TRAIL_FRAMES)
+        # the browser acknowledges each spectrum it drew; a waiting one goes out at once
+        self.pacer = FramePacer(on_ack=self._on_ack)
+        self._detail_at = 0.0
         self.run = RunPanel(c, self, loss_title="Training loss (normalised MSE)")
         self._widgets()
         self._plots()
@@ -154,15 +161,16 @@ class SpectraPanel(PageView):
         plane = dict(match_aspect=True, xlabel="Re λ", ylabel="Im λ")
         self.p_cont = Curves("Continuous eigenvalues", {
             "boundary": dict(color="#adb5bd", dash="dashed", label="Re λ = 0 (stability boundary)"),
-            "trails": dict(kind="multi", alpha=0.45),
+            "trails": dict(color="#868e96", label="paths over the last steps"),
             "points": dict(kind="points", label="eigenvalues")}, height=330,
             xlabel="Re λ", ylabel="Im λ")          # not to scale: Im λ spans far more than Re λ
         self.p_disc = Curves("Discrete eigenvalues", {
             "circle": dict(color="#adb5bd", dash="dashed", label="unit circle"),
-            "trails": dict(kind="multi", alpha=0.45),
+            "trails": dict(color="#868e96", label="paths over the last steps"),
             "points": dict(kind="points", label="eigenvalues")}, height=330, **plane)
         cx, cy = unit_circle()
         self.p_disc.set("circle", x=cx, y=cy)
+        self.pacer.watch(self.p_disc.sources["points"])       # written last in each frame
         self.p_mod = Curves("Histogram of |λ̄|", {"h": dict(kind="quad", color="#1c7ed6", label="|λ̄|")},
                             xlabel="|λ̄|", ylabel="count", height=220)
         self.p_arg = Curves("Histogram of arg λ̄", {"h": dict(kind="quad", color="#ae3ec9", label="arg λ̄")},
@@ -258,21 +266,35 @@ class SpectraPanel(PageView):
         self._on_tokens()
         self._on_sweep()
 
-    def _plane(self, plot: Curves, z: np.ndarray, groups: np.ndarray, title: str, trail_index: int) -> None:
-        plot.fig.title.text = title
-        cols = colours(groups)
-        plot.set("points", x=z.real, y=z.imag, color=cols)
+    def _plane(self, plot: Curves, z: np.ndarray, groups: np.ndarray, title: str) -> None:
+        """Eigenvalues ``z`` coloured by channel/head."""
+        if plot.fig.title.text != title:
+            plot.fig.title.text = title
+        plot.set("points", x=z.real, y=z.imag, g=groups)
+
+    def _trails(self, plot: Curves, z: np.ndarray, trail_index: int) -> None:
+        """The path of each eigenvalue over the last frames as one NaN-separated line (one
+        path for the browser to stroke, whatever K)."""
         trail = [t[trail_index] for t in self._trail if t[trail_index].shape == z.shape]
+        keep = max(1, len(trail) * z.size // MAX_TRAIL_POINTS + 1)
+        trail = trail[::-1][::keep][::-1]                          # at most MAX_TRAIL_POINTS vertices
         if len(trail) >= 2:
-            re = np.stack([t.real for t in trail], axis=1)       # (K, frames)
-            im = np.stack([t.imag for t in trail], axis=1)
-            plot.set("trails", xs=list(re), ys=list(im), color=cols)
+            tz = np.stack(trail + [np.full(z.shape, np.nan)], axis=1).ravel()   # (K, frames + 1)
+            plot.set("trails", x=tz.real, y=np.where(np.isnan(tz.real), np.nan, tz.imag))
         else:
-            plot.set("trails", xs=[], ys=[], color=[])
+            plot.set("trails", x=[], y=[])
+
+    def _on_ack(self) -> None:
+        with pn.io.hold():
+            self._on_frame()
 
     def _on_frame(self, *_) -> None:
+        """Draw the controller's newest frame, once the browser has shown the previous one (a
+        frame that waits is drawn by a later poll, or replaced by a newer one)."""
         f: SpectrumFrame | None = self.controller.frame
         if f is None or f is self._shown:
+            return
+        if f.step > 0 and not self.pacer.ready():
             return
         self._shown = f
         nc = f.cont.size
@@ -281,13 +303,26 @@ class SpectraPanel(PageView):
         if f.step == 0:
             self._trail.clear()
         self._trail.append((f.cont, f.disc))
-        self._plane(self.p_cont, f.cont, g_cont, f.cont_title, 0)
-        self._plane(self.p_disc, f.disc, g_disc, f.disc_title, 1)
-        if f.family == "ssm" and f.cont.size:
-            span = max(abs(float(f.cont.imag.min())), abs(float(f.cont.imag.max())), 1.0)
-            self.p_cont.set("boundary", x=[0, 0], y=[-span * 1.05, span * 1.05])
-        else:
-            self.p_cont.set("boundary", x=[], y=[])
+        self._plane(self.p_cont, f.cont, g_cont, f.cont_title)
+        now = time.monotonic()
+        if f.step == 0 or f is self.controller.frame and not self.controller.running \
+                or now - self._detail_at >= DETAIL_SECONDS:
+            self._detail_at = now
+            self._trails(self.p_cont, f.cont, 0)
+            self._trails(self.p_disc, f.disc, 1)
+            if f.family == "ssm" and f.cont.size:
+                span = max(abs(float(f.cont.imag.min())), abs(float(f.cont.imag.max())), 1.0)
+                self.p_cont.set("boundary", x=[0, 0], y=[-span * 1.05, span * 1.05])
+            else:
+                self.p_cont.set("boundary", x=[], y=[])
+            self._details(f)
+            self._summary()
+        self._plane(self.p_disc, f.disc, g_disc, f.disc_title)      # last: the paced source
+        self.pacer.sent_frame()
+
+    def _details(self, f: SpectrumFrame) -> None:
+        """Histograms, memory, frequency response, kernels and attention (at most every
+        :data:`DETAIL_SECONDS` while training: the planes are what moves)."""
         mod, arg = np.abs(f.disc), np.angle(f.disc)
         self._hist(self.p_mod, mod)
         self._hist(self.p_arg, arg)
@@ -309,7 +344,6 @@ class SpectraPanel(PageView):
             self.p_kernel.set("k", xs=[f.lags[: k.size] for k in ks], ys=ks, color=colours(np.arange(len(ks))))
         if f.attention is not None:
             self._attention(f)
-        self._summary()
 
     def _hist(self, plot: Curves, v: np.ndarray) -> None:
         v = v[np.isfinite(v)]
@@ -334,8 +368,8 @@ class SpectraPanel(PageView):
         if f.circuits is not None:
             qk, ov = f.circuits["qk"], f.circuits["ov"]
             gq = np.repeat(np.arange(qk.shape[1]), qk.shape[2])[None].repeat(qk.shape[0], 0).ravel()
-            self.p_circ.set("qk", x=qk.real.ravel(), y=qk.imag.ravel(), color=colours(gq))
-            self.p_circ.set("ov", x=ov.real.ravel(), y=ov.imag.ravel(), color=colours(gq))
+            self.p_circ.set("qk", x=qk.real.ravel(), y=qk.imag.ravel(), g=gq)
+            self.p_circ.set("ov", x=ov.real.ravel(), y=ov.imag.ravel(), g=gq)
 
     def _on_stability(self, *_) -> None:
         s = self.controller.stability
@@ -399,6 +433,8 @@ class SpectraPanel(PageView):
         self.run.show(p)
         if p.frame is not None and p.frame is not self.controller.frame:
             self.controller.frame = p.frame
+        else:
+            self._on_frame()                 # a frame held back until the browser was ready
 
 
 def view(*, sync_url: bool = False) -> SpectraPanel:

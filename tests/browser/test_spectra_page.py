@@ -10,7 +10,7 @@ POINTS = """() => {
   const out = [];
   for (const d of Bokeh.documents)
     for (const m of d._all_models.values())
-      if (m.data && m.data.color !== undefined && m.data.x !== undefined && m.data.xs === undefined) {
+      if (m.data && m.data.g !== undefined && m.data.x !== undefined) {
         let sx = 0, sy = 0;
         for (const v of m.data.x) sx += v;
         for (const v of m.data.y) sy += Math.abs(v);
