@@ -230,3 +230,13 @@ def test_checkpoint_round_trip_restores_settings_and_spectrum():
     assert np.allclose(d.frame.cont, c.frame.cont, atol=1e-6)
     assert not d.load_checkpoint(b"not a checkpoint", "bad.pt")
     assert "checkpoint" in d.errors
+
+
+def test_zero_real_timescale_follows_the_input_autocorrelation():
+    """Δ = 1/sqrt(L λ_max): white noise λ_max = 1, AR(1) (1 + φ)/(1 − φ) = 9 at φ = 0.8."""
+    white = ctl(init="zero-real", state_size=8, channels=2, seq_len=256)
+    assert np.allclose(white.frame.dt, 1 / 16)
+    assert np.allclose(white.frame.cont.real, 0.0)
+    assert np.allclose(np.abs(white.frame.disc), 1.0)               # on the unit circle
+    ar = ctl(init="zero-real", state_size=8, channels=2, seq_len=256, input_kind="ar1", phi=0.8)
+    assert np.allclose(ar.frame.dt, 1 / (16 * 3))

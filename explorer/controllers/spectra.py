@@ -265,7 +265,8 @@ class SpectraController(RunController):
             return dict(d_input=d_in, d_output=d_out, channels=int(self.channels),
                         state_size=int(self.state_size), layers=int(self.layers), init=self.init,
                         discretization=self.discretization, dt_min=float(self.dt_min),
-                        dt_max=float(self.dt_max), seq_len=int(self.seq_len), seed=int(self.seed))
+                        dt_max=float(self.dt_max), seq_len=int(self.seq_len), seed=int(self.seed),
+                        input_lambda_max=self.input_lambda_max())
         if family == "selective":
             return dict(d_input=d_in, d_output=d_out, d_model=int(self.d_model),
                         d_state=int(self.d_state), layers=int(self.layers),
@@ -278,6 +279,15 @@ class SpectraController(RunController):
                     max_len=max(4096, int(self.seq_len)), readout="last" if retrieval else "all",
                     d_ff=4 * int(self.n_heads) * int(self.d_head) if retrieval else 0,
                     positional="none" if retrieval else "sinusoidal")
+
+    def input_lambda_max(self) -> float:
+        """λ_max of the input's autocorrelation matrix (the zero-real timescale): 1 for white
+        noise; for AR(1) the maximum of its spectral density, (1 + φ)/(1 − φ), the limit of
+        λ_max of the L×L Toeplitz matrix r(k) = φ^|k| as L grows (an upper bound for finite L)."""
+        if self.task != "memory" or self.input_kind == "white":
+            return 1.0
+        phi = float(self.phi)
+        return max((1 + phi) / (1 - phi), 1e-6)
 
     def task_settings(self) -> dict[str, Any]:
         """What the frame needs to know about the task."""

@@ -791,8 +791,9 @@ class SSMConfig:
     init: str = "s4d-lin"     # one of INITS
     discretization: str = "zoh"   # one of DISCRETIZATIONS
     dt_min: float = 1e-3      # log Δ ~ U[log dt_min, log dt_max] per channel (not zero-real)
-    dt_max: float = 1e-1      # (zero-real: Δ = 1/sqrt(seq_len) for every channel instead)
+    dt_max: float = 1e-1      # (zero-real: Δ = 1/sqrt(seq_len·input_lambda_max) for every channel instead)
     seq_len: int = 1024       # L used by the zero-real init's timescale
+    input_lambda_max: float = 1.0   # zero-real: λ_max of the input's autocorrelation matrix (1: white noise)
     mode: str = "conv"        # "conv" (Vandermonde kernel + FFT) or "scan" (recurrence); same outputs
     readout: str = "linear"   # "linear" or "mlp" (Linear(H, H), GELU, Linear(H, d_output))
     train_dt: bool = True     # whether log Δ is trained
@@ -819,6 +820,7 @@ class SSMConfig:
         if lo > hi_dt:
             raise ParameterError(f"dt_min {self.dt_min:g} is above dt_max {self.dt_max:g}")
         setint("seq_len", 1, MAX_LEN)
+        _positive("input_lambda_max", self.input_lambda_max)
         if not isinstance(self.train_dt, bool):
             raise ParameterError(f"train_dt must be True or False, got {self.train_dt!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -853,10 +855,11 @@ def _uniform(shape, bound: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def _log_dt(cfg: SSMConfig, gen: torch.Generator) -> torch.Tensor:
-    """(H,) float64 log Δ: log-uniform in [dt_min, dt_max] (zero-real: log(1/sqrt(L)))."""
+    """(H,) float64 log Δ: log-uniform in [dt_min, dt_max] (zero-real: log(1/sqrt(L λ_max)))."""
     H = cfg.channels
     if cfg.init == "zero-real":
-        return torch.full((H,), math.log(zero_real_timescale(cfg.seq_len, 1.0)), dtype=torch.float64)
+        return torch.full((H,), math.log(zero_real_timescale(cfg.seq_len, cfg.input_lambda_max)),
+                          dtype=torch.float64)
     lo, hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
     return lo + torch.rand(H, generator=gen, dtype=torch.float64) * (hi - lo)
 
