@@ -39,6 +39,16 @@ def plain_query(query) -> dict[str, str]:
     return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in q.items()}
 
 
+def query_value(p: param.Parameter, text: str):
+    """A URL query string as the value of parameter ``p``: int for an Integer, float for a
+    Number, the text otherwise (ValueError on a malformed number)."""
+    if isinstance(p, param.Integer):
+        return int(text)
+    if isinstance(p, param.Number):
+        return float(text)
+    return text
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message (the UI never shows a traceback)."""
     text = str(e).strip().splitlines()

@@ -38,7 +38,7 @@ import param
 import torch
 
 from ..core.errors import ExplorerError, ParameterError
-from .base import one_line, plain_query
+from .base import one_line, plain_query, query_value
 from .jobs import Done
 from .run import RunController
 
@@ -540,15 +540,8 @@ class SpectraController(RunController):
                 for k, name in QUERY_KEYS.items():
                     if k not in q:
                         continue
-                    p = self.param[name]
                     try:
-                        if isinstance(p, param.Integer):
-                            value = int(q[k])
-                        elif isinstance(p, param.Number):
-                            value = float(q[k])
-                        else:
-                            value = q[k]
-                        setattr(self, name, value)
+                        setattr(self, name, query_value(self.param[name], q[k]))
                     except (ValueError, TypeError) as e:
                         problems.append(f"{k}={q[k]!r}: {one_line(e)}")
         finally:

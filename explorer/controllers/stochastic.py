@@ -35,7 +35,7 @@ from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class
 from ..core.simulate import simulate
 from ..core.system import DynamicalSystem, check_param_value
-from .base import CUSTOM, SystemSource, one_line, plain_query
+from .base import CUSTOM, SystemSource, one_line, plain_query, query_value
 from .jobs import Done
 from .run import RunController
 
@@ -488,8 +488,7 @@ class StochasticController(SystemSource, RunController):
                 if k == "sys" or k not in q:
                     continue
                 try:
-                    p = self.param[name]
-                    setattr(self, name, int(q[k]) if isinstance(p, param.Integer) else float(q[k]))
+                    setattr(self, name, query_value(self.param[name], q[k]))
                 except (ValueError, TypeError) as e:
                     problems.append(f"{k}={q[k]!r}: {one_line(e)}")
             for k, v in q.items():

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ParameterError, ShapeError, SizeLimitError
+from .selective import _linear  # seeded PyTorch-default initialisation, one place
 
 __all__ = [
     "TinyTransformer",
@@ -112,21 +113,6 @@ class TransformerConfig:
 
     def replace(self, **changes) -> TransformerConfig:
         return type(self)(**{**self.as_dict(), **changes})
-
-
-def _uniform_(t: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
-    with torch.no_grad():
-        return t.copy_((torch.rand(t.shape, generator=generator, dtype=t.dtype) * 2 - 1) * bound)
-
-
-def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator) -> nn.Linear:
-    """``nn.Linear`` with PyTorch's default U(±1/sqrt(d_in)) drawn from ``generator``."""
-    lin = nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias)
-    bound = 1.0 / math.sqrt(d_in)
-    _uniform_(lin.weight, bound, generator)
-    if bias:
-        _uniform_(lin.bias, bound, generator)
-    return lin
 
 
 def sinusoidal_positions(T: int, d: int) -> torch.Tensor:
