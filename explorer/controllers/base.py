@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import param
@@ -47,6 +48,22 @@ def query_value(p: param.Parameter, text: str):
     if isinstance(p, param.Number):
         return float(text)
     return text
+
+
+def set_from_query(target: param.Parameterized, q: Mapping[str, str], keys: Mapping[str, str], *,
+                   skip: tuple[str, ...] = ()) -> list[str]:
+    """Set ``target``'s parameters from URL query values: ``keys`` maps a query key to a
+    parameter name (keys in ``skip`` are left to the caller). Returns one line per value that
+    could not be applied (the page reports them; the others are applied)."""
+    problems: list[str] = []
+    for k, name in keys.items():
+        if k in skip or k not in q:
+            continue
+        try:
+            setattr(target, name, query_value(target.param[name], q[k]))
+        except (ValueError, TypeError) as e:
+            problems.append(f"{k}={q[k]!r}: {one_line(e)}")
+    return problems
 
 
 def one_line(e: BaseException) -> str:

@@ -38,7 +38,7 @@ import param
 import torch
 
 from ..core.errors import ExplorerError, ParameterError
-from .base import one_line, plain_query, query_value
+from .base import one_line, plain_query, set_from_query
 from .jobs import Done
 from .run import RunController
 
@@ -537,13 +537,7 @@ class SpectraController(RunController):
                 except ExplorerError as e:
                     problems.append(one_line(e))
             with self.suspended():
-                for k, name in QUERY_KEYS.items():
-                    if k not in q:
-                        continue
-                    try:
-                        setattr(self, name, query_value(self.param[name], q[k]))
-                    except (ValueError, TypeError) as e:
-                        problems.append(f"{k}={q[k]!r}: {one_line(e)}")
+                problems += set_from_query(self, q, QUERY_KEYS)
         finally:
             self.auto = auto
         if problems:

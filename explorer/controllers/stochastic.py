@@ -35,7 +35,7 @@ from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class
 from ..core.simulate import simulate
 from ..core.system import DynamicalSystem, check_param_value
-from .base import CUSTOM, SystemSource, one_line, plain_query, query_value
+from .base import CUSTOM, SystemSource, one_line, plain_query, set_from_query
 from .jobs import Done
 from .run import RunController
 
@@ -484,13 +484,7 @@ class StochasticController(SystemSource, RunController):
                     self._select(q["sys"])
                 except ExplorerError as e:
                     problems.append(one_line(e))
-            for k, name in QUERY_KEYS.items():
-                if k == "sys" or k not in q:
-                    continue
-                try:
-                    setattr(self, name, query_value(self.param[name], q[k]))
-                except (ValueError, TypeError) as e:
-                    problems.append(f"{k}={q[k]!r}: {one_line(e)}")
+            problems += set_from_query(self, q, QUERY_KEYS, skip=("sys",))
             for k, v in q.items():
                 if k.startswith("p."):
                     try:
