@@ -244,13 +244,41 @@ def dsr_setup(args):
     return data, TrainerConfig(**cfg)
 
 
+def _progress(total: int, metrics: tuple[tuple[str, str, str], ...], *, loss_label: str = "loss",
+              loss_format: str = ".4g", max_skips: int | None = None):
+    """A training callback that prints progress lines on stderr: every evaluation, every 5 s
+    and at the end, with the metrics ``(key, label, format)`` that the evaluation holds;
+    skipped batches print their message (the first ``max_skips`` of them)."""
+    import time
+
+    last_print = [time.monotonic()]
+    skips = [0]
+
+    def report(ev) -> None:
+        now = time.monotonic()
+        if not ev.losses and ev.status == "running":             # a skipped batch
+            if max_skips is None or skips[0] < max_skips:
+                skips[0] += 1
+                print(ev.message, file=sys.stderr)
+            return
+        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
+            last_print[0] = now
+            m = ev.metrics or {}
+            loss = f", {loss_label} {ev.losses['loss']:{loss_format}}" if "loss" in ev.losses \
+                else f": {ev.message}"
+            extra = "".join(f", {lab} {m[k]:{fmt}}" for k, lab, fmt in metrics
+                            if k in m and m[k] == m[k])
+            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
+            print(f"step {ev.step}/{total}{loss}{extra}{eta}", file=sys.stderr)
+    return report
+
+
 def cmd_train(args) -> int:
     """Train a reconstruction model (PLRNN, shallow PLRNN, AL-RNN) with GTF; save a checkpoint.
 
     Stops at ``--steps`` or as soon as an evaluation's D_stsp (against the noise-free
     reference when the data carry one, else against the data) is at most ``--target-dstsp``."""
     import threading
-    import time
 
     from .training import Trainer
 
@@ -261,9 +289,6 @@ def cmd_train(args) -> int:
     target = args.target_dstsp
     stop = threading.Event()
     reached: dict = {}
-    last_print = [time.monotonic()]
-    skips_shown = [0]
-
     def watch(ev) -> None:
         m = ev.metrics
         if target > 0 and m and not reached:
@@ -272,20 +297,8 @@ def cmd_train(args) -> int:
                 reached.update(step=ev.step, d_stsp=d)
                 stop.set()
 
-    def report(ev) -> None:
-        now = time.monotonic()
-        if not ev.losses and ev.status == "running":             # a skipped batch
-            if skips_shown[0] < 3:
-                skips_shown[0] += 1
-                print(f"{ev.message}", file=sys.stderr)
-            return
-        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
-            last_print[0] = now
-            m = ev.metrics or {}
-            loss = f", loss {ev.losses['loss']:.4g}" if "loss" in ev.losses else f": {ev.message}"
-            extra = "".join(f", {k} {m[k]:.3g}" for k in ("d_stsp", "d_h", "pe") if k in m)
-            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
-            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+    report = _progress(args.steps, (("d_stsp", "d_stsp", ".3g"), ("d_h", "d_h", ".3g"),
+                                    ("pe", "pe", ".3g")), max_skips=3)
 
     event = trainer.run(args.steps, callbacks=[watch] + ([] if args.quiet else [report]), stop=stop)
     trainer.save(out)
@@ -335,7 +348,6 @@ def cmd_train_onsager(args) -> int:
     """Fit an I-OnsagerNet (potential, mobility, antisymmetric part) to simulated trajectories
     of an SDE by the Euler-Maruyama likelihood; report its entropy production; save a
     checkpoint (``explorer.training.onsager``)."""
-    import time
 
     from .training.onsager import make_onsager_run, run_summary
 
@@ -370,22 +382,10 @@ def cmd_train_onsager(args) -> int:
                             hidden=args.hidden, lr=args.lr if args.lr is not None else 1e-2,
                             planned_steps=args.steps, minibatch=args.batch, source=source,
                             eval_every=max(1, args.steps // 5))
-    last_print = [time.monotonic()]
-
-    def report(ev) -> None:
-        now = time.monotonic()
-        if not ev.losses and ev.status == "running":             # a skipped batch
-            print(ev.message, file=sys.stderr)
-            return
-        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
-            last_print[0] = now
-            m = ev.metrics or {}
-            loss = f", NLL {ev.losses['loss']:.4f}" if "loss" in ev.losses else f": {ev.message}"
-            extra = "".join(f", {lab} {m[k]:.4g}" for k, lab in (
-                ("val_nll", "val NLL"), ("entropy_production", "e_p"),
-                ("ep_rel_error", "e_p error"), ("potential_error", "V error")) if k in m)
-            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
-            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+    report = _progress(args.steps, (("val_nll", "val NLL", ".4g"), ("entropy_production", "e_p", ".4g"),
+                                    ("ep_rel_error", "e_p error", ".4g"),
+                                    ("potential_error", "V error", ".4g")),
+                       loss_label="NLL", loss_format=".4f")
 
     event = loop.run(args.steps, callbacks=[] if args.quiet else [report])
     loop.save(out)
@@ -437,7 +437,6 @@ def cmd_spectra(args) -> int:
 def cmd_train_ssm(args) -> int:
     """Train a sequence model (linear SSM, selective SSM or transformer) on a synthetic
     memory-function or retrieval task; save a checkpoint (``explorer.training.sequence``)."""
-    import time
 
     from .training.sequence import make_sequence_run, run_summary
 
@@ -467,22 +466,8 @@ def cmd_train_ssm(args) -> int:
                              strength=args.strength, seq_len=args.length, batch=args.batch,
                              input_kind=args.input, lr=args.lr, planned_steps=args.steps,
                              D=args.D, seed=args.seed, eval_every=max(1, args.steps // 5))
-    last_print = [time.monotonic()]
-
-    def report(ev) -> None:
-        now = time.monotonic()
-        if not ev.losses and ev.status == "running":
-            print(ev.message, file=sys.stderr)
-            return
-        if ev.metrics is not None or now - last_print[0] > 5 or ev.status != "running":
-            last_print[0] = now
-            m = ev.metrics or {}
-            loss = f", NMSE {ev.losses['loss']:.4g}" if "loss" in ev.losses else f": {ev.message}"
-            extra = "".join(f", {lab} {m[k]:.4g}" for k, lab in (
-                ("nmse", "test NMSE"), ("decay_rate", "decay rate"),
-                ("memory_error", "memory error")) if k in m and m[k] == m[k])
-            eta = f", ~{ev.eta:.0f} s left" if ev.eta else ""
-            print(f"step {ev.step}/{args.steps}{loss}{extra}{eta}", file=sys.stderr)
+    report = _progress(args.steps, (("nmse", "test NMSE", ".4g"), ("decay_rate", "decay rate", ".4g"),
+                                    ("memory_error", "memory error", ".4g")), loss_label="NMSE")
 
     event = loop.run(args.steps, callbacks=[] if args.quiet else [report])
     loop.save(out)
