@@ -1103,3 +1103,113 @@ class RosslerHyperchaos(Flow):
         x_, y, z, w = x.unbind(-1)
         return matrix([[0.0, -1.0, -1.0, 0.0], [1.0, p["a"], 0.0, 1.0],
                        [z, 0.0, x_, 0.0], [0.0, 0.0, -p["c"], p["d"]]], x)
+
+
+# ----------------------------------------------------------------------------- mechanical toys
+# Regular (non-chaotic) mechanical systems: the ground truth behind the rendered image
+# sequences of :mod:`explorer.core.render` (the latent-dynamics-from-frames page). They carry
+# no Lyapunov reference: they are integrable (every exponent is zero when undamped).
+NEWTON = "I. Newton, Philosophiae Naturalis Principia Mathematica (London, 1687)"
+
+
+@register
+class Pendulum(Flow):
+    name = "pendulum"
+    title = "Pendulum"
+    aliases = ("simple_pendulum",)
+    variables = ("theta", "omega")
+    parameters = (
+        Param("g", 9.81, 0.0, 100.0, "gravitational acceleration"),
+        Param("L", 1.0, 0.01, 100.0, "length of the (massless) rod"),
+        Param("gamma", 0.0, 0.0, 10.0, "linear damping rate (friction at the pivot)"),
+    )
+    default_x0 = (1.0, 0.0)
+    default_dt = 0.01
+    period = 2.0                   # 2 pi sqrt(L / g) = 2.006 at small amplitude
+    latex = (r"\dot\theta = \omega \\ "
+             r"\dot\omega = -\frac{g}{L} \sin\theta - \gamma\,\omega")
+    description = ("A point mass on a rigid massless rod swinging under gravity, theta measured "
+                   "from the downward vertical. Integrable when undamped (the energy "
+                   "omega^2/2 - (g/L) cos theta is conserved); small swings have the period "
+                   "2 pi sqrt(L/g), longer for larger amplitudes. Damping gamma makes it spiral "
+                   "to rest. Angles are not wrapped.")
+    citation = ("C. Huygens, Horologium Oscillatorium (Paris, 1673); see S. H. Strogatz, "
+                "Nonlinear Dynamics and Chaos (Westview, 1994), Sec. 6.7")
+
+    def rhs(self, x, p):
+        th, w = x.unbind(-1)
+        return torch.stack([w, -(p["g"] / p["L"]) * torch.sin(th) - p["gamma"] * w], -1)
+
+    def jacobian(self, x, p):
+        th = x[..., 0]
+        return matrix([[0.0, 1.0], [-(p["g"] / p["L"]) * torch.cos(th), -p["gamma"]]], x)
+
+
+@register
+class MassSpring(Flow):
+    name = "mass_spring"
+    title = "Mass on a spring"
+    aliases = ("harmonic_oscillator",)
+    variables = ("x", "v")
+    parameters = (
+        Param("k", 4.0, 0.0, 100.0, "spring constant (Hooke's law)"),
+        Param("m", 1.0, 0.01, 100.0, "mass of the block"),
+        Param("c", 0.0, 0.0, 10.0, "linear (viscous) damping coefficient"),
+    )
+    default_x0 = (0.5, 0.0)
+    default_dt = 0.01
+    period = 3.14                  # 2 pi sqrt(m / k)
+    latex = r"\dot x = v \\ \dot v = -\frac{k}{m} x - \frac{c}{m} v"
+    description = ("A block of mass m on a frictionless track, tied to a wall by a linear spring "
+                   "(Hooke's law): the harmonic oscillator, with angular frequency sqrt(k/m) "
+                   "whatever the amplitude. Viscous damping c makes it a damped oscillator "
+                   "(underdamped for c < 2 sqrt(k m)).")
+    citation = ("R. Hooke, Lectures de Potentia Restitutiva, or of Spring (London, 1678); "
+                + NEWTON)
+
+    def rhs(self, x, p):
+        x_, v = x.unbind(-1)
+        m = p["m"]
+        return torch.stack([v, -(p["k"] / m) * x_ - (p["c"] / m) * v], -1)
+
+    def jacobian(self, x, p):
+        m = p["m"]
+        return matrix([[0.0, 1.0], [-(p["k"] / m), -(p["c"] / m)]], x)
+
+
+@register
+class RingBodies(Flow):
+    name = "two_bodies_ring"
+    title = "Two bodies on a ring"
+    aliases = ("ring_bodies", "two_bodies")
+    variables = ("phi1", "phi2", "w1", "w2")
+    parameters = (
+        Param("k", 2.0, 0.0, 100.0, "stiffness of the spring joining the bodies (per unit mass)"),
+        Param("gamma", 0.0, 0.0, 10.0, "linear damping of each body's angular velocity"),
+    )
+    default_x0 = (0.0, 1.5, 0.5, 0.0)
+    default_dt = 0.01
+    period = 3.14                  # small relative oscillations: 2 pi / sqrt(2 k)
+    latex = (r"\dot\varphi_1 = w_1 \\ \dot\varphi_2 = w_2 \\ "
+             r"\dot w_1 = -k \sin(\varphi_1 - \varphi_2) - \gamma w_1 \\ "
+             r"\dot w_2 = k \sin(\varphi_1 - \varphi_2) - \gamma w_2")
+    description = ("Two equal beads sliding without friction on a circular wire (unit radius), "
+                   "joined by a zero-rest-length spring along the chord between them: potential "
+                   "k (1 - cos(phi1 - phi2)). The total angular momentum w1 + w2 is conserved "
+                   "when undamped, so the pair drifts round the ring at a constant mean rate "
+                   "while the angle between them oscillates like a pendulum. Angles are not "
+                   "wrapped.")
+    citation = ("H. Goldstein, C. Poole and J. Safko, Classical Mechanics, 3rd ed. "
+                "(Addison-Wesley, 2002), Ch. 2 (Lagrange's equations with constraints)")
+
+    def rhs(self, x, p):
+        p1, p2, w1, w2 = x.unbind(-1)
+        k, gam = p["k"], p["gamma"]
+        s = k * torch.sin(p1 - p2)
+        return torch.stack([w1, w2, -s - gam * w1, s - gam * w2], -1)
+
+    def jacobian(self, x, p):
+        kc = p["k"] * torch.cos(x[..., 0] - x[..., 1])
+        gam = p["gamma"]
+        return matrix([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0],
+                       [-kc, kc, -gam, 0.0], [kc, -kc, 0.0, -gam]], x)
