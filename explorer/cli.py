@@ -490,6 +490,82 @@ def _json_number(v):
     return f if math.isfinite(f) else None
 
 
+LATENT_MODELS = ("cpae", "cae", "koopman", "latent-ode")
+
+
+def latent_frames(args):
+    """The frames of ``train latent``: a rendered scene (``--system``: a scene name or a library
+    system drawn as a blob) or a file (``--data``: NPY/NPZ/ZIP of PNGs, checked before decoding)."""
+    from .core.render import SCENES, render_scene
+    from .training.images import frames_from_upload
+
+    if (args.system is None) == (args.data is None):
+        raise CliError("give one of --system (a scene or a library system) and --data (frames)")
+    if args.data is not None:
+        path = Path(args.data)
+        if not path.is_file():
+            raise CliError(f"no such file: {args.data}")
+        return frames_from_upload(path.read_bytes(), path.name, dt=args.dt)
+    scene, system = (args.system, None) if args.system in SCENES else ("blob", args.system)
+    kw = dict(scene=scene, size=args.size, steps=args.frames, dt=args.dt, noise=args.noise,
+              seed=args.seed)
+    if system is not None:
+        kw["system"] = system
+    if args.amplitude is not None and scene in ("pendulum", "damped-pendulum", "spring"):
+        kw["x0"] = [args.amplitude, 0.0]
+    return render_scene(**kw)
+
+
+def cmd_train_latent(args) -> int:
+    """Learn latent dynamics from image frames (CAE/CpAE + latent ODE, Koopman autoencoder,
+    end-to-end latent ODE); save a checkpoint (``explorer.training.latent``)."""
+    from .training.latent import latent_summary, make_latent_run
+
+    _setup_device(args)
+    out = _out_path(args.out, (".pt",))
+    for name in ("steps", "batch", "frames"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise CliError(f"--lr must be a positive number, got {args.lr}")
+    frames = latent_frames(args)
+    loop = make_latent_run(frames, model=args.model, latent=args.latent, continuity=args.continuity,
+                           steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                           )
+    report = _progress(args.steps, (("recon_mse", "reconstruction MSE", ".3g"),
+                                    ("max_jump", "largest latent jump", ".3g"),
+                                    ("correlation", "|r| with the true state", ".3f")))
+    event = loop.run(args.steps, callbacks=[] if args.quiet else [report])
+    loop.save(out)
+    summary = {"out": str(out), "status": event.status, "message": event.message,
+               **latent_summary(loop)}
+    if args.json:
+        print(json.dumps(summary, default=_json_number))
+    else:
+        parts = [f"{k.replace('_', ' ')} {v:.4g}" for k, v in summary.items()
+                 if k in ("recon_mse", "max_jump", "correlation", "period", "frequency")
+                 and isinstance(v, float)]
+        print(f"wrote {out}: {summary.get('steps')} steps in {summary.get('seconds', 0):.1f} s"
+              + ("; " + ", ".join(parts) if parts else ""))
+    return 0 if event.status != "diverged" else 1
+
+
+def _generate_latent(args, out) -> int:
+    """``generate`` on a latent-dynamics checkpoint: decoded frames and latent states."""
+    from .training.latent import generate, load_latent_run
+
+    loop = load_latent_run(args.checkpoint, device="cpu")
+    g = generate(loop, args.steps)
+    _write_npz(out, **{k: v for k, v in g.items() if v is not None})
+    shape = list(g["frames"].shape)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "out": str(out), "shape": shape,
+                          "latent_shape": list(g["latents"].shape)}, default=_json_number))
+    else:
+        print(f"wrote {out}: frames {shape}, latents {list(g['latents'].shape)}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     """A free run of a trained model in observation space (data units) -> .npz."""
     import numpy as np
@@ -500,7 +576,11 @@ def cmd_generate(args) -> int:
     out = _out_path(args.out, (".npz",))
     if args.steps < 1:
         raise CliError(f"--steps must be at least 1, got {args.steps}")
+    from .training.checkpoint import load_checkpoint
     from .training.verdict import reconstruction_verdict
+
+    if load_checkpoint(args.checkpoint).task_name == "latent":
+        return _generate_latent(args, out)
 
     trainer = Trainer.load(args.checkpoint, device="cpu")
     with torch.no_grad():
@@ -693,6 +773,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="checkpoint file (.pt)")
     s.set_defaults(func=cmd_train_ssm)
 
+    s = tsub.add_parser("latent", help="latent dynamics from image frames (CAE/CpAE + latent ODE, "
+                                       "Koopman autoencoder, end-to-end latent ODE)")
+    s.add_argument("--system", help="a scene (pendulum, damped-pendulum, spring, two-bodies, "
+                                    "moving-square) or a library system drawn as a blob")
+    s.add_argument("--data", help="frames: .npy/.npz of shape (T, H, W) or (T, H, W, 1), or a .zip of PNGs")
+    s.add_argument("--model", choices=LATENT_MODELS, default="cpae", help="model (cpae)")
+    s.add_argument("--latent", type=int, default=2, help="latent size, 2-8 (2)")
+    s.add_argument("--continuity", type=float, default=None,
+                   help="weight of the CpAE filter-continuity regulariser (model default)")
+    s.add_argument("--size", type=int, default=32, help="rendered frame side in pixels, 16-64 (32)")
+    s.add_argument("--frames", type=int, default=600, help="rendered frames (600)")
+    s.add_argument("--dt", type=float, default=0.05, help="time between frames (0.05)")
+    s.add_argument("--amplitude", type=float, default=None,
+                   help="initial angle (pendulum, rad) or extension (spring)")
+    s.add_argument("--noise", type=float, default=0.0, help="pixel noise standard deviation (0)")
+    s.add_argument("--batch", type=int, default=32, help="frame windows per step (32)")
+    s.add_argument("--steps", type=int, default=1500, help="optimisation steps (1500)")
+    s.add_argument("--lr", type=float, default=2e-3, help="learning rate (2e-3)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    s.add_argument("--json", action="store_true", help="machine-readable summary")
+    s.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    s.set_defaults(func=cmd_train_latent)
+
     s = sub.add_parser("spectra", help="continuous and discrete eigenvalues of an SSM initialisation")
     s.add_argument("--init", required=True, help="legs, legs-diag, legt, s4d-lin, s4d-inv, s4d-real, "
                                                  "lru, random or zero-real")
@@ -705,10 +810,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_spectra)
 
     s = sub.add_parser("generate", help="free-running trajectory of a trained model")
-    s.add_argument("checkpoint", help="a checkpoint written by `train dsr`")
+    s.add_argument("checkpoint", help="a checkpoint written by `train dsr` or `train latent`")
     s.add_argument("--steps", type=int, default=10_000)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--out", required=True, help="output .npz (arrays t, x)")
+    s.add_argument("--out", required=True, help="output .npz (dsr: arrays t, x; latent: frames, "
+                                                "latents, t, and the true frames)")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("entropy", help="entropy-production rate of an SDE (with error bar)")

@@ -11,7 +11,8 @@ PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.
         "explorer.core.analysis.invariants", "explorer.models", "explorer.models.pwl",
         "explorer.training", "explorer.training.frames", "explorer.training.loop",
         "explorer.models.ssm", "explorer.models.selective", "explorer.models.attention",
-        "explorer.core.analysis.driven", "explorer.training.sequence"]
+        "explorer.core.analysis.driven", "explorer.training.sequence", "explorer.core.render",
+        "explorer.models.latent", "explorer.training.latent", "explorer.training.images"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 
 
@@ -19,7 +20,8 @@ UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 CONTROLLERS = ["explorer.controllers", "explorer.controllers.base", "explorer.controllers.run",
                "explorer.controllers.jobs", "explorer.controllers.attractors",
                "explorer.controllers.reconstruction", "explorer.controllers.live",
-               "explorer.controllers.presets", "explorer.controllers.spectra"]
+               "explorer.controllers.presets", "explorer.controllers.spectra",
+               "explorer.controllers.stochastic", "explorer.controllers.latent"]
 UI_ONLY = ("panel", "holoviews", "bokeh", "hvplot", "datashader")
 
 
@@ -38,7 +40,8 @@ def test_page_registry_loads_no_page():
             "print(','.join(m for m in ('holoviews', 'bokeh', 'torch') if m in sys.modules), "
             "sorted(p.REGISTRY))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["['attractors',", "'reconstruction',", "'spectra',", "'stochastic']"], out.stdout
+    assert out.stdout.split() == ["['attractors',", "'latent',", "'reconstruction',", "'spectra',",
+                                  "'stochastic']"], out.stdout
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -489,6 +489,11 @@ class RunController(PageController):
     def trainer(self):
         return self._trainer
 
+    @property
+    def last_metrics(self) -> dict[str, float] | None:
+        """The newest evaluation of the run (None before the first)."""
+        return self._last_metrics
+
     def busy(self) -> bool:
         if self._closed:                          # nothing more is shown once the tab closed
             return False

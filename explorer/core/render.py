@@ -183,13 +183,18 @@ class FrameSet:
         """(H, W), the frame's height and width in pixels."""
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
+    @property
+    def rendered(self) -> bool:
+        """Whether ``render_scene(**settings)`` rebuilds the frames (else they are an upload)."""
+        return bool(self.settings) and self.scene != "upload"
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data and CPU tensors (loadable with ``torch.load(weights_only=True)``)."""
         def cpu(t):
             return None if t is None else t.detach().cpu().clone()
         return {"frames": cpu(self.frames), "states": cpu(self.states), "dt": float(self.dt),
                 "variables": list(self.variables), "scene": self.scene,
-                "settings": _plain(self.settings), "positions": cpu(self.positions)}
+                "settings": plain_data(self.settings), "positions": cpu(self.positions)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FrameSet:
@@ -202,12 +207,17 @@ class FrameSet:
                    positions=t("positions", torch.float64))
 
 
-def _plain(x):
-    """Settings as plain containers (lists for tuples) for checkpoints and JSON."""
+def plain_data(x):
+    """Settings as plain containers (lists for tuples, tensors and numpy scalars as numbers)
+    for checkpoints and JSON."""
     if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): plain_data(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain_data(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
     return x
 
 

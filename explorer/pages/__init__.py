@@ -113,5 +113,10 @@ register(Page("spectra", "Spectra", "λ", "explorer.pages.spectra:view",
               "Eigenvalues of state-space models, selective SSMs and attention: initialisations, "
               "discretisation, memory functions, and spectra that move while a model trains."))
 
+register(Page("latent", "Latent dynamics", "◎", "explorer.pages.latent:view",
+              "Learn a dynamical system from image frames: autoencoders (plain and "
+              "continuity-preserving), latent ODEs and Koopman models, with the latent vector "
+              "field, its fixed points and the encode–decode attractors, live while training."))
+
 #: kept for older imports: ``{key: title}`` of the built-in pages
 PAGES = {k: p.title for k, p in REGISTRY.items()}

@@ -202,6 +202,11 @@ class FieldMap:
             self.shafts.data = {k: [] for k in ("x0", "y0", "x1", "y1", "angle", "size")}
 
 
+#: an empty ``points`` layer: one invisible row, because Bokeh draws a legend entry from the
+#: first row through the colour mapper, and an empty column there is a browser error
+EMPTY_POINTS = {"x": np.array([np.nan]), "y": np.array([np.nan]), "g": np.array([0.0])}
+
+
 class Curves:
     """Named layers of a small line plot (lines, scatter with error bars, bands), each a
     Bokeh source patched by :meth:`set`."""
@@ -216,6 +221,7 @@ class Curves:
         self.fig.title.text_font_style = "normal"
         self.fig.xaxis.axis_label, self.fig.yaxis.axis_label = xlabel, ylabel
         self.sources: dict[str, ColumnDataSource] = {}
+        self._points: set[str] = set()
         for name, spec in layers.items():
             kind = spec.get("kind", "line")
             color, label = spec.get("color", "#1c7ed6"), spec.get("label", name)
@@ -232,7 +238,8 @@ class Curves:
 
                 palette = spec.get("palette", PALETTE)
                 mapper = LinearColorMapper(palette=list(palette), low=-0.5, high=len(palette) - 0.5)
-                src = ColumnDataSource({"x": [], "y": [], "g": []})   # numeric columns only: binary
+                src = ColumnDataSource(dict(EMPTY_POINTS))   # numeric columns only: binary
+                self._points.add(name)
                 self.fig.scatter("x", "y", source=src, color={"field": "g", "transform": mapper},
                                  size=spec.get("size", 6), alpha=spec.get("alpha", 0.85),
                                  marker=spec.get("marker", "circle"), line_alpha=0,
@@ -268,11 +275,14 @@ class Curves:
             if k == "g":
                 return np.asarray(v, float) % len(PALETTE)
             return np.asarray(v, float)
-        self.sources[name].data = {k: col(k, v) for k, v in columns.items()}
+        data = {k: col(k, v) for k, v in columns.items()}
+        if name in self._points and not len(data.get("x", ())):
+            data = dict(EMPTY_POINTS)
+        self.sources[name].data = data
 
     def clear(self) -> None:
-        for src in self.sources.values():
-            src.data = {k: [] for k in src.data}
+        for name, src in self.sources.items():
+            src.data = dict(EMPTY_POINTS) if name in self._points else {k: [] for k in src.data}
 
 
 __all__ = ["Curves", "FieldMap", "arrows", "contour_lines", "streamlines"]
