@@ -149,6 +149,7 @@ class LatentController(RunController):
         super().__init__(**params)
         self._upload = None                       # the uploaded FrameSet, kept across switches
         self._stale = False                       # the run was stopped by a change of settings
+        self._analysis_quiet = False
         self._ed_at = 0.0                         # when the last live encode–decode field was made
         self.param.watch(self._on_data_settings, list(self.DATA_SETTINGS))
         self.param.watch(self._on_model_settings, list(self.MODEL_SETTINGS))
@@ -284,8 +285,9 @@ class LatentController(RunController):
         return True
 
     # ================================================================ jobs
-    def request_analysis(self) -> None:
-        """Fixed points of the learned dynamics and the encode–decode attractors (job)."""
+    def request_analysis(self, *, quiet: bool = False) -> None:
+        """Fixed points of the learned dynamics and the encode–decode attractors (job;
+        ``quiet``: a follow-up of a finished run, whose final line stays in the status)."""
         tr = self._trainer
         if tr is None:
             self._error("analysis", "train a model first (Start), or load a checkpoint")
@@ -296,7 +298,8 @@ class LatentController(RunController):
             from ..training.latent import latent_analysis
             return latent_analysis(snapshot)
 
-        self._submit("analysis", work, "fixed points and encode–decode attractors")
+        self._analysis_quiet = quiet
+        self._submit("analysis", work, "fixed points and encode–decode attractors", quiet=quiet)
 
     def request_compare(self) -> None:
         """A plain CAE and a CpAE trained on the current frames with the same seed and budget
@@ -329,7 +332,8 @@ class LatentController(RunController):
             return
         if d.key == "analysis":
             self.analysis = d.value
-            self.status = f"analysis: {describe_analysis(d.value)}"
+            if not self._analysis_quiet:
+                self.status = f"analysis: {describe_analysis(d.value)}"
             return
         if d.key == "compare":
             self.compare = d.value
@@ -387,7 +391,7 @@ class LatentController(RunController):
         if value is not None:
             self.picture = value
         if self._trainer is not None and not self._closed:
-            self.request_analysis()
+            self.request_analysis(quiet=True)
 
     def on_records(self, records) -> None:
         if not self._stale and self.last_frame is not None and self.last_frame is not self.picture:
