@@ -190,7 +190,7 @@ class LatentPanel(PageView):
                               line_color="black")
         self.p_eig = Curves("Koopman eigenvalues (unit circle)", {
             "circle": dict(color="#adb5bd", dash="dashed", label="unit circle"),
-            "true": dict(kind="points", label="true exp(±iωΔt)", marker="x", size=14),
+            "true": dict(kind="points", label="true exp(±iωΔt)", marker="diamond", size=13),
             "eig": dict(kind="points", label="learned eigenvalues of K (or exp(J Δt))", size=9)},
             xlabel="Re", ylabel="Im", height=300, match_aspect=True)
         a = np.linspace(0, 2 * np.pi, 200)
@@ -341,8 +341,7 @@ class LatentPanel(PageView):
         z = p.latents
         L = z.shape[1]
         self.p_latent.set("z", xs=[p.t] * L, ys=list(z.T), color=[PALETTE[i % len(PALETTE)] for i in range(L)])
-        self.p_latent.fig.title.text = (f"Latent trajectories of the data · largest jump per frame "
-                                        f"{p.jump:.3g} of the spread")
+        self.p_latent.fig.title.text = f"Latents of the data · largest jump {p.jump:.3g} of the spread"
         if p.states is not None:
             xs, ys, gs = [], [], []
             S = p.states[: len(z)]
@@ -352,7 +351,7 @@ class LatentPanel(PageView):
                 ys.append((zi - zi.mean()) / (zi.std() + 1e-12))
                 gs.append(np.full(s.shape, i))
             self.p_state.set("pts", x=np.concatenate(xs), y=np.concatenate(ys), g=np.concatenate(gs))
-            names = ", ".join(f"z{i + 1} against {v}" for i, v in enumerate(p.variables[:L]))
+            names = ", ".join(f"z{i + 1}–{v}" for i, v in enumerate(p.variables[:L]))
             self.p_state.fig.title.text = f"Latents against the true state (standardised): {names}"
         else:
             self.p_state.clear()
