@@ -55,8 +55,9 @@ def test_trains_to_a_low_loss():
 def test_pause_resume_stop_and_checkpoint_round_trip():
     c = ToyController(steps=1_000_000)
     assert c.start() and c.phase == "preparing"
-    _until(c, lambda: c.step >= 10)
-    assert c.phase == "running" and "training: step" in c.status and "steps/s" in c.status
+    # the status line is redrawn at most twice a second: wait for one that has the rate
+    _until(c, lambda: c.step >= 10 and "steps/s" in c.status)
+    assert c.phase == "running" and "training: step" in c.status
     assert c.pause()
     c.wait(30)
     at = c.step
