@@ -72,6 +72,38 @@ def one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+class PresetLinks:
+    """URL state of a page with teaching presets: a preset link is ``?preset=KEY``, otherwise
+    the settings named in :attr:`query_keys` (query key -> parameter name). The page supplies
+    ``apply_preset(key)``, ``preset``, ``auto``, ``status`` and ``suspended()``."""
+
+    query_keys: dict[str, str] = {}
+
+    def to_query(self) -> dict[str, str]:
+        if self.preset:
+            return {"preset": self.preset}
+        return {k: str(getattr(self, name)) for k, name in self.query_keys.items()}
+
+    def apply_query(self, query) -> list[str]:
+        """Restore state from URL query values; bad entries are skipped and reported."""
+        q = plain_query(query)
+        problems: list[str] = []
+        auto, self.auto = self.auto, False
+        try:
+            if q.get("preset"):
+                try:
+                    self.apply_preset(q["preset"])
+                except ExplorerError as e:
+                    problems.append(one_line(e))
+            with self.suspended():
+                problems += set_from_query(self, q, self.query_keys)
+        finally:
+            self.auto = auto
+        if problems:
+            self.status = "⚠ ignored in the link: " + "; ".join(problems)
+        return problems
+
+
 class PageController(param.Parameterized):
     """Status, errors, device and background jobs of one page in one browser session."""
 

@@ -31,7 +31,7 @@ import numpy as np
 import param
 
 from ..core.errors import ExplorerError, ParameterError
-from .base import one_line, plain_query, set_from_query
+from .base import PresetLinks, one_line
 from .jobs import Done
 from .run import MAX_UPLOAD_BYTES, RunController
 
@@ -100,10 +100,11 @@ QUERY_KEYS = {"scene": "scene", "sys": "system", "size": "size", "frames": "n_fr
               "batch": "train_batch", "seed": "seed"}
 
 
-class LatentController(RunController):
+class LatentController(PresetLinks, RunController):
     """Everything the Latent dynamics page shows, and the actions that render, train and analyse."""
 
     run_name = "latent"
+    query_keys = QUERY_KEYS
     #: a live picture costs ~20-60 ms at 32×32 (the run keeps frames under a quarter of its time)
     frame_seconds = 0.2
 
@@ -441,31 +442,6 @@ class LatentController(RunController):
         self.compare = self.analysis = None
         self.data = task.data
         self.picture = latent_picture(trainer)
-
-    # ================================================================ URL
-    def to_query(self) -> dict[str, str]:
-        if self.preset:
-            return {"preset": self.preset}
-        return {k: str(getattr(self, name)) for k, name in QUERY_KEYS.items()}
-
-    def apply_query(self, query) -> list[str]:
-        """Restore state from URL query values; bad entries are skipped and reported."""
-        q = plain_query(query)
-        problems: list[str] = []
-        auto, self.auto = self.auto, False
-        try:
-            if q.get("preset"):
-                try:
-                    self.apply_preset(q["preset"])
-                except ExplorerError as e:
-                    problems.append(one_line(e))
-            with self.suspended():
-                problems += set_from_query(self, q, QUERY_KEYS)
-        finally:
-            self.auto = auto
-        if problems:
-            self.status = "⚠ ignored in the link: " + "; ".join(problems)
-        return problems
 
 
 # ============================================================================ compute (workers)

@@ -38,7 +38,7 @@ import param
 import torch
 
 from ..core.errors import ExplorerError, ParameterError
-from .base import one_line, plain_query, set_from_query
+from .base import PresetLinks, one_line
 from .jobs import Done
 from .run import RunController
 
@@ -193,10 +193,11 @@ class TokenPicture:
     params: dict
 
 
-class SpectraController(RunController):
+class SpectraController(PresetLinks, RunController):
     """Everything the Spectra page shows, and the actions that preview, train and sweep."""
 
     run_name = "spectra"
+    query_keys = QUERY_KEYS
     #: a spectrum frame costs ~10 ms at N = 256 (the run keeps frames under a quarter of its time)
     frame_seconds = 0.1
 
@@ -518,31 +519,6 @@ class SpectraController(RunController):
             self.preset = ""
         self.frame = model_frame(trainer.task.model, self.family, self.task_settings(),
                                  step=trainer.step_count)
-
-    # ================================================================ URL
-    def to_query(self) -> dict[str, str]:
-        if self.preset:
-            return {"preset": self.preset}
-        return {k: str(getattr(self, name)) for k, name in QUERY_KEYS.items()}
-
-    def apply_query(self, query) -> list[str]:
-        """Restore state from URL query values; bad entries are skipped and reported."""
-        q = plain_query(query)
-        problems: list[str] = []
-        auto, self.auto = self.auto, False
-        try:
-            if q.get("preset"):
-                try:
-                    self.apply_preset(q["preset"])
-                except ExplorerError as e:
-                    problems.append(one_line(e))
-            with self.suspended():
-                problems += set_from_query(self, q, QUERY_KEYS)
-        finally:
-            self.auto = auto
-        if problems:
-            self.status = "⚠ ignored in the link: " + "; ".join(problems)
-        return problems
 
 
 # ============================================================================ compute (workers)
