@@ -56,8 +56,8 @@ def test_training_redraws_the_maps_and_a_bad_custom_sde_is_refused(open_page):
     diffusion = page.get_by_placeholder("one entry per variable", exact=False).first
     diffusion.fill("1, -1")
     diffusion.press("Enter")
-    page.wait_for_timeout(800)
-    assert page.get_by_role("button", name="Use these equations").is_disabled()
+    refused = page.get_by_role("button", name="Use these equations")
+    page.wait_for_function("b => b.disabled", arg=refused.element_handle(), timeout=10_000)
     diffusion.fill("1, 1")
     diffusion.press("Enter")
     button = page.get_by_role("button", name="Use these equations")
