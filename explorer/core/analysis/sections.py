@@ -185,19 +185,36 @@ def orbit_diagram(system: DynamicalSystem, param: str, low: float, high: float, 
                   device=device, progress=progress, stop=stop)
     xs = tr.x                                                           # (T, P, D)
     if method == "maxima":
-        c = xs[..., coordinate]                                         # (T, P)
-        peak = (c[1:-1] > c[:-2]) & (c[1:-1] >= c[2:])
-        vals = c[1:-1]
-        hits = [vals[peak[:, j], j] for j in range(xs.shape[1])]
+        pts = local_maxima(xs[..., coordinate], n_points)
     elif method == "section":
         if section_axis is None:
             raise ParameterError("method 'section' needs section_axis (and optionally section_value)")
         sec = poincare_section(swept, tr, section_axis, section_value, direction=1)
-        hits = [sec.points[sec.member == j, coordinate] for j in range(xs.shape[1])]
+        pts = _padded([sec.points[sec.member == j, coordinate] for j in range(xs.shape[1])],
+                      n_points, dtype)
     else:
         raise ParameterError(f"unknown method {method!r}: use auto, iterates, maxima or section")
+    return OrbitDiagram(param, values, pts, coordinate, tr.diverged.cpu(), method)
+
+
+def _padded(hits: list[torch.Tensor], n_points: int, dtype: torch.dtype) -> torch.Tensor:
+    """The last ``n_points`` entries of each member's hits, as a NaN-padded (B, n_points) tensor."""
     pts = torch.full((len(hits), n_points), float("nan"), dtype=dtype)
     for j, h in enumerate(hits):
         h = h[-n_points:]
         pts[j, : len(h)] = h.cpu()
-    return OrbitDiagram(param, values, pts, coordinate, tr.diverged.cpu(), method)
+    return pts
+
+
+def local_maxima(c: torch.Tensor, n_points: int) -> torch.Tensor:
+    """The last ``n_points`` local maxima of each column of ``c`` (T, B), NaN-padded (B, n_points),
+    in time order (a flow's analogue of a map's iterates: period-n orbits have n distinct maxima).
+
+    Each maximum is the vertex of the parabola through the peak sample and its neighbours, so
+    its error is of third order in the sampling step rather than second (successive maxima of
+    a periodic orbit then agree to ~1e-5 relative at the default step, not ~1e-2)."""
+    c0, c1, c2 = c[:-2], c[1:-1], c[2:]
+    peak = (c1 > c0) & (c1 >= c2)
+    curv = c0 - 2.0 * c1 + c2                                 # < 0 at a strict maximum
+    vals = torch.where(curv < 0, c1 - (c2 - c0) ** 2 / (8.0 * curv.clamp(max=-1e-300)), c1)
+    return _padded([vals[peak[:, j], j] for j in range(c.shape[1])], n_points, c.dtype)
