@@ -1,6 +1,7 @@
 """``dynamics-explorer``: the compute API from a shell.
 
-Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``train dsr``, ``train onsager``, ``train ssm``, ``spectra``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
+Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``sweep``, ``train dsr``, ``train onsager``,
+``train ssm``, ``train latent``, ``spectra``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
 ``--json`` are a stable contract, documented in ``docs/cli.md``. A user mistake (unknown
 system, bad parameter, malformed equation, unwritable file) prints one line on stderr and
 exits with code 2; no traceback.
@@ -639,6 +640,58 @@ def cmd_entropy(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """A parameter map on Dask into a Zarr store; rerunning the same command resumes it."""
+    import time
+
+    from .core.analysis.parameter_maps import Axis, MapSpec, Quantity
+    from .sweeps import run_map
+
+    _setup_device(args)
+    out = _out_path(args.out, (".zarr",))
+    system = _build_system(args)
+    logs = set(args.log or ())
+    if not logs <= {"x", "y"}:
+        raise CliError(f"--log takes x or y, got {', '.join(sorted(logs - {'x', 'y'}))}")
+    if "y" in logs and not args.y:
+        raise CliError("--log y needs a --y axis")
+    spec = MapSpec(system, Axis.parse(args.x, "x" in logs), Quantity.parse(args.quantity),
+                   y=Axis.parse(args.y, "y" in logs) if args.y else None,
+                   steps=args.steps, transient=args.transient, dt=args.dt,
+                   x0=tuple(_parse_x0(args.x0)) if args.x0 else None, tol=args.tol,
+                   max_period=args.max_period)
+    t0 = time.monotonic()
+    last = [0.0]
+
+    def report(run, tile, values) -> None:
+        now = time.monotonic()
+        done = run.computed + run.skipped
+        if tile is None:
+            print(f"{spec.n_points:,} points in {run.tiles} chunks"
+                  + (f", {run.skipped} already done" if run.skipped else ""), file=sys.stderr)
+            return
+        if now - last[0] > 2 or done == run.tiles:
+            last[0] = now
+            el = now - t0
+            left = el / run.computed * (run.tiles - done)
+            print(f"chunk {done}/{run.tiles} ({100 * done / run.tiles:.0f} %), {el:.0f} s, "
+                  f"~{left:.0f} s left", file=sys.stderr)
+
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    run = run_map(spec, out, chunk=args.chunk, scheduler=args.scheduler, workers=args.workers,
+                  processes=args.processes, overwrite=args.overwrite,
+                  progress=None if args.quiet else report)
+    summary = run.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {out}: {spec.quantity.label} on a {' x '.join(map(str, spec.shape))} grid, "
+              f"{summary['chunks_computed']} chunks computed, {summary['chunks_resumed']} resumed, "
+              f"{summary['chunks_retried']} retried, {summary['seconds']:.1f} s")
+    return 0
+
+
 def cmd_serve(args) -> int:
     _setup_device(args)
     from .app import serve
@@ -831,6 +884,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: EXPLORER_DEVICE or auto)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_entropy)
+
+    s = sub.add_parser("sweep", help="a parameter map (Lyapunov, period, basins, ...) on Dask, "
+                                         "into a Zarr store; rerun to resume")
+    system_args(s)
+    s.add_argument("--x", required=True, metavar="NAME=LO:HI:N",
+                   help="first axis: a parameter or a variable's initial value")
+    s.add_argument("--y", metavar="NAME=LO:HI:N", help="second axis (a 2-D map)")
+    s.add_argument("--log", action="append", choices=["x", "y"], help="log-spaced axis (repeatable)")
+    s.add_argument("--quantity", required=True,
+                   help="lyapunov, spectrum, ky, period, mean:VAR, max:VAR, divergence or basin")
+    s.add_argument("--steps", type=int, help="steps per point after the transient")
+    s.add_argument("--transient", type=int, help="steps discarded first")
+    s.add_argument("--tol", type=float, help="period: relative tolerance (1e-6 maps, 1e-3 flows)")
+    s.add_argument("--max-period", type=int, default=64, help="period: the largest looked for")
+    s.add_argument("--chunk", type=int, default=16_384, help="points per Dask task (default 16384)")
+    s.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler "
+                                       "(default: EXPLORER_DASK_SCHEDULER, else a local cluster)")
+    s.add_argument("--workers", type=int, help="local cluster: workers (default: the cores)")
+    s.add_argument("--processes", action="store_true",
+                   help="local cluster: workers in processes of their own (default: threads here)")
+    s.add_argument("--out", required=True, help="the Zarr store (a .zarr directory)")
+    s.add_argument("--overwrite", action="store_true", help="replace a store holding another map")
+    s.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("serve", help="start the web app",
                        description="Serve the web app at http://ADDRESS:PORT/explorer.",

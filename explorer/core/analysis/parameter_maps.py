@@ -10,10 +10,12 @@ it, and a map computed tile by tile equals the map computed in one call. The sch
 
 Quantities (all in float64, the invariants need it):
 
-``lyapunov``   the largest Lyapunov exponent (Benettin's method with one tangent vector,
-               :func:`~explorer.core.analysis.lyapunov.lyapunov_spectrum`), per time unit
-               for flows and per iteration for maps; NaN where the orbit diverged.
-``spectrum``   the full spectrum (one extra dimension ``exponent``).
+``lyapunov``   the largest Lyapunov exponent of the orbit from each point (one tangent
+               vector, :func:`~explorer.core.analysis.lyapunov.largest_exponent`: one
+               ``simulate`` call, so generated C on the CPU), per time unit for flows and
+               per iteration for maps; NaN where the orbit diverged.
+``spectrum``   the full spectrum (Benettin/QR, :func:`~explorer.core.analysis.lyapunov.
+               lyapunov_spectrum`, eager torch; one extra dimension ``exponent``).
 ``ky``         the Kaplan-Yorke dimension of the full spectrum.
 ``period``     the smallest p <= ``max_period`` with :math:`|x_{t+p} - x_t| \le` ``tol``
                :math:`\cdot (1 + \max|x|)` over the last 3 ``max_period`` samples: maps compare iterates,
@@ -43,7 +45,7 @@ import torch
 from ..errors import ParameterError
 from ..simulate import simulate
 from ..system import DynamicalSystem
-from .lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
+from .lyapunov import kaplan_yorke_dimension, largest_exponent, lyapunov_spectrum
 from .sections import local_maxima
 
 #: the quantities a map can show (``mean`` and ``max`` take a variable: ``mean:x``)
@@ -352,17 +354,14 @@ class MapSpec:
         system, x0 = self.tile_points(tile)
         steps, transient = self.run_lengths()
         q = self.quantity.kind
-        if q in ("lyapunov", "spectrum", "ky"):
-            k = 1 if q == "lyapunov" else system.dim
-            res = lyapunov_spectrum(system, x0, k=k, steps=steps, transient=transient, dt=self.dt,
+        if q == "lyapunov":
+            out = largest_exponent(system, x0, steps=steps, transient=transient, dt=self.dt,
+                                   device=device).numpy()
+        elif q in ("spectrum", "ky"):
+            res = lyapunov_spectrum(system, x0, steps=steps, transient=transient, dt=self.dt,
                                     device=device)
-            per = res.per_member.numpy()                                # (B, k), NaN diverged
-            if q == "lyapunov":
-                out = per[:, 0]
-            elif q == "spectrum":
-                out = per
-            else:
-                out = np.array([kaplan_yorke_dimension(r) for r in per])
+            per = res.per_member.numpy()                                # (B, D), NaN diverged
+            out = per if q == "spectrum" else np.array([kaplan_yorke_dimension(r) for r in per])
         elif q == "divergence":
             tr = simulate(system, x0, steps=steps, transient=transient, dt=self.dt,
                           save_every=steps, device=device)
