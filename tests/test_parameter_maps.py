@@ -174,7 +174,7 @@ def test_bad_maps_are_refused():
     with pytest.raises(ParameterError, match="log axis"):
         Axis("a", -1, 1, 3, log=True)
     with pytest.raises(ParameterError, match="needs the attractors"):
-        MapSpec(henon, Axis("a", 0, 1, 3), Quantity.parse("basin"))
+        whole(MapSpec(henon, Axis("a", 0, 1, 3), Quantity.parse("basin")))
     with pytest.raises(ParameterError, match="no variable 'q'"):
         MapSpec(henon, Axis("a", 0, 1, 3), Quantity.parse("mean:q"))
     with pytest.raises(ParameterError, match="unknown quantity"):

@@ -36,6 +36,7 @@ from .base import (CUSTOM, DEFAULT_CUSTOM_PARAMS, DEFAULT_EQUATIONS, SystemSourc
                    one_line)
 from .jobs import Done
 from .live import Frame, LiveEnsemble
+from .parameter_map import ParameterMapController
 from .presets import PRESETS
 
 def _env_float(name: str, default: float) -> float:
@@ -153,6 +154,7 @@ class AttractorController(SystemSource):
     def __init__(self, *, dysts: bool = False, auto: bool = True, notify=None, **params):
         self._after_attractor: list[str] = []
         self.live: LiveEnsemble | None = None      # live mode's ensemble (built on demand)
+        self.maps = ParameterMapController(self)   # the parameter map tab's settings and run
         super().__init__(dysts=dysts, kinds=("flow", "map"), auto=auto, notify=notify,
                          **{k: v for k, v in params.items() if k != "system"})
         # live mode follows the system first (a new system stops it before its settings move)
@@ -223,8 +225,9 @@ class AttractorController(SystemSource):
             self.orbit_history = []
             self.section_var = var[-1] if flow else ""
             self.section_value = None
-            for key in self.RESULT_KEYS + ("recolor",):
+            for key in self.RESULT_KEYS + ("recolor", ParameterMapController.KEY):
                 self.jobs.cancel(key)
+            self.maps.reset_axes()
             self._after_attractor = []
             self.param.update(attractor=None, lyapunov=None, orbit=None, section=None, fixed=None,
                               errors={})
@@ -445,6 +448,9 @@ class AttractorController(SystemSource):
                            f"{data.seconds * 1000:.0f} ms on {data.device}{backend_text(data.trajectory)}")
         elif d.key == "section":
             self.section = d.value
+        elif d.key == ParameterMapController.KEY:
+            self.maps.finished(d.value)
+            self.status = f"{d.label}: {'done' if d.value.complete else 'stopped'} in {d.seconds:.1f} s"
         elif d.key == "recolor":
             if self.attractor is not None and d.value.x is self.attractor.x:
                 self.attractor = d.value
@@ -455,6 +461,7 @@ class AttractorController(SystemSource):
     def poll(self) -> list[Done]:
         """Collect finished jobs and publish their results (call from the UI thread); while
         nothing finished, show the progress of the latest running job."""
+        self.maps.refresh()
         done = super().poll()
         if not done:
             running = [j for j in self.jobs.running() if j.key != "section"]

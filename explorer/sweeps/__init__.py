@@ -2,8 +2,9 @@
 as Dask tasks, stored in Zarr as they finish, resumable (:mod:`.engine`, :mod:`.store`), and
 hyperparameter sweeps of ``train dsr`` (:mod:`.training`)."""
 
-from .engine import DEFAULT_CHUNK, MapRun, SweepError, dask_client, run_map, with_attractors
-from .store import MemoryStore, StoreError, ZarrStore, open_map, zipped
+from .engine import (DEFAULT_CHUNK, MapRun, SweepError, dask_client, run_map, shared_client,
+                     with_attractors)
+from .store import MemoryStore, StoreError, ZarrStore, map_png, open_map, zipped
 
-__all__ = ["DEFAULT_CHUNK", "MapRun", "SweepError", "dask_client", "run_map", "with_attractors",
-           "MemoryStore", "StoreError", "ZarrStore", "open_map", "zipped"]
+__all__ = ["DEFAULT_CHUNK", "MapRun", "SweepError", "dask_client", "run_map", "shared_client", "with_attractors",
+           "MemoryStore", "StoreError", "ZarrStore", "map_png", "open_map", "zipped"]

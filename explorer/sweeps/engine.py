@@ -184,8 +184,49 @@ def _retries_used(client, keys: list[str], retries: int) -> dict[str, int]:
         return {}
 
 
+_shared: dict[str, Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client():
+    """The process's own Dask client (the served app's sessions share it): a ``LocalCluster``
+    in this process, one worker with a thread per core, started on first use and closed at
+    exit, or the scheduler of ``EXPLORER_DASK_SCHEDULER``. Tiles of every session queue on it,
+    so several maps at once share the cores instead of oversubscribing them."""
+    with _shared_lock:
+        client = _shared.get("client")
+        if client is not None and client.status == "running":
+            return client
+        from dask.distributed import Client, LocalCluster
+
+        addr = scheduler_address()
+        if addr is not None:
+            client = Client(addr, timeout="10s", set_as_default=False)
+        else:
+            cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1,
+                                   processes=False, dashboard_address=None, silence_logs=40)
+            _shared["cluster"] = cluster
+            client = Client(cluster, set_as_default=False)
+        _shared["client"] = client
+        if not _shared.get("atexit"):
+            import atexit
+            atexit.register(_close_shared)
+            _shared["atexit"] = True
+        return client
+
+
+def _close_shared() -> None:
+    for key in ("client", "cluster"):
+        obj = _shared.pop(key, None)
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:                        # shutting down: nothing more to do
+                pass
+
+
 def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int = DEFAULT_CHUNK,
-            client=None, scheduler: str | None = None, workers: int | None = None,
+            store=None, client=None, scheduler: str | None = None, workers: int | None = None,
             processes: bool = False, overwrite: bool = False, retries: int = 3, device=None,
             progress: Callable[[MapRun, Tile | None, np.ndarray | None], None] | None = None,
             stop: threading.Event | None = None) -> MapRun:
@@ -194,6 +235,8 @@ def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int =
     Args:
         out: a Zarr store path (created, or resumed when it holds the same map: its finished
             tiles are skipped), or None to keep the map in memory (``MapRun.dataset()``).
+        store: instead of ``out``, a store made by the caller (a :class:`MemoryStore` the page
+            reads while the map fills in); its spec and chunk are used.
         chunk: points per tile (whole grid rows when a row fits).
         client: an existing Dask client (the page's shared one); else one from
             :func:`dask_client` (``scheduler``, ``workers``, ``processes``) for this call.
@@ -209,9 +252,12 @@ def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int =
     Raises:
         StoreError: ``out`` holds another map; SweepError: a tile failed on every try.
     """
-    spec = with_attractors(spec, out)
+    if store is not None:
+        spec, chunk = store.spec, store.chunk
+    else:
+        spec = with_attractors(spec, out)
+        store = ZarrStore(out, spec, chunk, overwrite) if out is not None else MemoryStore(spec, chunk)
     tiles = spec.tiles(chunk)
-    store = ZarrStore(out, spec, chunk, overwrite) if out is not None else MemoryStore(spec, chunk)
     done = store.done_tiles()
     todo = [t for t in tiles if (t.iy, t.ix) not in done]
     run = MapRun(spec, store, tiles=len(tiles), skipped=len(tiles) - len(todo))
@@ -231,7 +277,7 @@ def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int =
         futures = [c.submit(_evaluate, spec_f, t, device, retries=retries, pure=False,
                             key=f"map-tile-{t.iy}-{t.ix}-{os.urandom(4).hex()}") for t in todo]
         tile_of = {f.key: t for f, t in zip(futures, todo)}
-        pending = as_completed(futures)
+        pending = as_completed(futures, loop=c.loop)
         try:
             for fut in pending:
                 if stop is not None and stop.is_set():

@@ -203,3 +203,43 @@ def zipped(ds) -> bytes:
                 if f.is_file():
                     zf.write(f, f.relative_to(root.parent).as_posix())
         return buf.getvalue()
+
+
+def map_png(ds, *, scale: int = 0) -> bytes:
+    """The map as a PNG image (one pixel per grid point, enlarged to at least ~400 px; the
+    page's colour maps; grey where NaN), top row = highest y."""
+    from PIL import Image
+    import colorcet
+
+    settings = ds.attrs[SETTINGS_ATTR]
+    q = settings["quantity"].split(":")[0]
+    name = next(v for v in ds.data_vars if v != "done")
+    vals = np.asarray(ds[name].values, dtype=np.float64)
+    if vals.ndim == 3:
+        vals = vals[..., 0]
+    if vals.ndim == 1:
+        vals = vals[None, :]
+    vals = np.where(np.isinf(vals), np.nan, vals)
+    finite = vals[np.isfinite(vals)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    categorical = q in ("period", "basin")
+    if q in ("lyapunov", "spectrum"):
+        hi = max(abs(lo), abs(hi)) or 1.0
+        lo = -hi
+    cmap = (colorcet.glasbey_light if categorical else
+            colorcet.CET_D1A if q in ("lyapunov", "spectrum") else colorcet.CET_L20)
+    palette = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in cmap], dtype=np.uint8)
+    if categorical:
+        idx = np.nan_to_num(vals - lo, nan=0).astype(int) % len(palette)
+    else:
+        t = (vals - lo) / ((hi - lo) or 1.0)
+        idx = np.clip(np.nan_to_num(t, nan=0) * (len(palette) - 1), 0, len(palette) - 1).astype(int)
+    rgb = palette[idx]
+    rgb[~np.isfinite(vals)] = (233, 236, 239)
+    img = Image.fromarray(rgb[::-1])
+    k = scale or max(1, 400 // max(vals.shape))
+    if k > 1:
+        img = img.resize((vals.shape[1] * k, vals.shape[0] * k), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -25,6 +25,7 @@ from ..core.errors import ExplorerError
 from . import plots
 from .base import PageView, message
 from .canvas import LyapunovBars, OrbitDiagram, ProjectionCanvas, Rotator
+from .parameter_map import ParameterMapPanel
 from .live import FRAME_ACK_TIMEOUT  # noqa: F401  (frames are paced by the browser: see live.py)
 from .shell import dysts_available, prompt_widgets
 from .source import ParamSliders, SystemPicker, param_label  # noqa: F401  (param_label: public)
@@ -40,8 +41,8 @@ NO_SECTION = ("No Poincaré section for a map: its iterates are already a discre
 
 #: control groups that classroom mode can hide (``?classroom=1&hide=solver,dt``)
 CONTROL_GROUPS = ("presets", "system", "params", "x0", "solver", "dt", "n", "duration", "view",
-                  "color", "live", "lyapunov", "orbit", "section", "fixed", "export", "custom",
-                  "device")
+                  "color", "live", "lyapunov", "orbit", "map", "section", "fixed", "export",
+                  "custom", "device")
 
 SW = {"sizing_mode": "stretch_width"}
 
@@ -184,6 +185,7 @@ class AttractorsPanel(PageView):
         self.section_tap = hv.streams.Tap(source=sec_dm, x=None, y=None)
         self.section_tap.add_subscriber(self._on_section_tap)
         self.section_plot = pn.pane.HoloViews(sec_dm, linked_axes=False, min_height=380, **SW)
+        self.map_panel = ParameterMapPanel(self, c.maps)
 
     # ================================================================ layout
     def _layout(self) -> None:
@@ -208,6 +210,7 @@ class AttractorsPanel(PageView):
             "section": pn.Column(pn.Row(w.w_sec_var, w.w_sec_val), w.section_text,
                                  pn.Column(w.section_plot, **SW), **SW),
             "fixed": pn.Column(w.b_fixed, w.fixed_table, **SW),
+            "map": self.map_panel.box,
         }
         g, divider = self.groups, pn.layout.Divider
         self.sidebar = pn.Column(
@@ -219,7 +222,7 @@ class AttractorsPanel(PageView):
             css_classes=["explorer-sidebar"], **SW)
         prompt_widgets(self.sidebar)
         self.tabs = pn.Tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
-                            ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
+                            ("Parameter map", g["map"]), ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
                             ("About this system", self.about), dynamic=False, **SW)
         self.main = pn.Column(
             self.status,
@@ -311,6 +314,7 @@ class AttractorsPanel(PageView):
             self.set_quietly(self.w_x0, value=", ".join(f"{v:.6g}" for v in c.x0))
         if "values" in names:
             self._mark_orbit()
+        self.map_panel.mark()
 
     def _on_view_changed(self, *_events) -> None:
         c = self.controller

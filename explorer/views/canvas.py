@@ -352,6 +352,77 @@ class ProjectionCanvas:
         self.jobs.close()
 
 
+def zoomed_range(rng, shown) -> tuple[float, float, bool] | None:
+    """A range the browser reported, clipped to the ``shown`` (lo, hi) one, and whether it is
+    a zoom (strictly inside: under 98 % of it); None for no usable range."""
+    if not rng or shown is None:
+        return None
+    lo, hi = (float(v) for v in rng)
+    span = shown[1] - shown[0]
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0 or span <= 0:
+        return None
+    lo, hi = max(lo, shown[0]), min(hi, shown[1])
+    return lo, hi, hi - lo < 0.98 * span
+
+
+def crosshair():
+    """Two dashed Bokeh spans (vertical, horizontal) that mark a point and move in place."""
+    from bokeh.models import Span
+
+    return [Span(dimension=d, line_color="#d9480f", line_width=1.5, line_dash="dashed",
+                 location=None, visible=False) for d in ("height", "width")]
+
+
+class ParameterMapImage:
+    """A parameter map as an image that fills in tile by tile, with the attractor's current
+    point marked (a crosshair), a click that moves the attractor there (``on_tap(x, y)``) and
+    a box zoom that recomputes the map over the box (``on_box(x0, x1, y0, y1)``, read back as
+    the figure's new ranges, as :class:`OrbitDiagram` does)."""
+
+    def __init__(self, on_tap: Callable, on_box: Callable, min_height: int = 420):
+        self.pipe = hv.streams.Pipe(data=None)
+        self._shown: tuple[tuple[float, float], tuple[float, float]] | None = None
+        self._on_box = on_box
+        dm = hv.DynamicMap(lambda data: plots.parameter_map_image(*(data or (None, None))),
+                           streams=[self.pipe])
+        self.image = dm.opts(clipping_colors={"NaN": "#e9ecef"}, active_tools=["box_zoom"],
+                             tools=["tap", "hover"], responsive=True, min_height=min_height,
+                             framewise=True, colorbar=True)
+        self.tap = hv.streams.Tap(source=self.image, x=None, y=None)
+        self.tap.add_subscriber(lambda x=None, y=None: on_tap(x, y) if x is not None else None)
+        self.range = hv.streams.RangeXY(source=self.image)
+        self.range.add_subscriber(self._on_range)
+        self.spans = crosshair()
+        self.pane = pn.pane.HoloViews(self.image.opts(hooks=[self._hook]), linked_axes=False,
+                                      sizing_mode="stretch_width", min_height=min_height)
+
+    def _on_range(self, x_range=None, y_range=None) -> None:
+        if self._shown is None:
+            return
+        zx = zoomed_range(x_range, self._shown[0])
+        zy = zoomed_range(y_range, self._shown[1])
+        if zx is not None and zy is not None and (zx[2] or zy[2]):
+            self._on_box(zx[0], zx[1], zy[0], zy[1])
+
+    def _hook(self, plot, element) -> None:
+        for span in self.spans:
+            if span not in plot.state.center:
+                plot.state.add_layout(span)
+
+    def mark(self, x: float | None, y: float | None) -> None:
+        for span, v in zip(self.spans, (x, y)):
+            span.update(location=v, visible=v is not None)
+
+    def show(self, spec, values, *, new: bool) -> None:
+        """Draw ``values`` of ``spec``'s grid; ``new``: a new map (its own ranges, forgetting a zoom)."""
+        if new:
+            self._shown = None
+            reset_ranges(self.image)
+        self.pipe.send((spec, values))
+        if spec is not None:
+            self._shown = ((spec.x.lo, spec.x.hi), (spec.y.lo, spec.y.hi))
+
+
 class OrbitDiagram:
     """An orbit diagram (rasterised points) with a box zoom that recomputes the diagram over
     the zoomed parameter range (``on_box(low, high)``), and a dashed marker at the current
@@ -364,8 +435,6 @@ class OrbitDiagram:
     the new diagram, Back and Reset request nothing."""
 
     def __init__(self, variables: Callable[[], tuple], on_box: Callable, min_height: int = 380):
-        from bokeh.models import Span
-
         self.pipe = hv.streams.Pipe(data=None)
         self._shown: tuple[float, float] | None = None
         self._on_zoom = on_box
@@ -374,22 +443,14 @@ class OrbitDiagram:
             cmap="kbc_r", clipping_colors={"NaN": "transparent"}, active_tools=["box_zoom"], responsive=True, min_height=min_height, framewise=True)
         self.range = hv.streams.RangeX(source=self.raster)
         self.range.add_subscriber(self._on_range)
-        self.span = Span(dimension="height", line_color="#d9480f", line_width=1.5,
-                         line_dash="dashed", location=None, visible=False)
+        self.span = crosshair()[0]
         self.pane = pn.pane.HoloViews(self.raster.opts(hooks=[self._hook]), linked_axes=False,
                                       sizing_mode="stretch_width", min_height=min_height)
 
     def _on_range(self, x_range=None) -> None:
-        shown = self._shown
-        if not x_range or shown is None:
-            return
-        lo, hi = (float(v) for v in x_range)
-        span = shown[1] - shown[0]
-        if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0 or span <= 0:
-            return
-        lo, hi = max(lo, shown[0]), min(hi, shown[1])
-        if hi - lo < 0.98 * span:                      # a zoom, not the diagram's own range
-            self._on_zoom(lo, hi)
+        zoomed = zoomed_range(x_range, self._shown)
+        if zoomed is not None and zoomed[2]:
+            self._on_zoom(zoomed[0], zoomed[1])
 
     def _hook(self, plot, element) -> None:
         if self.span not in plot.state.center:

@@ -404,3 +404,34 @@ def _complex(z) -> str:
     if abs(z.imag) < 1e-9 * max(1.0, abs(z.real)):
         return f"{z.real:.4g}"
     return f"{z.real:.4g}{'+' if z.imag >= 0 else '−'}{abs(z.imag):.4g}i"
+
+
+#: colour maps of the parameter-map quantities
+MAP_CMAPS = {"lyapunov": "RdBu_r", "spectrum": "RdBu_r", "period": "glasbey_light",
+             "basin": "Category10", "divergence": "viridis", "ky": "viridis", "mean": "viridis",
+             "max": "viridis"}
+
+
+def parameter_map_image(spec, values) -> hv.Image:
+    """A parameter map (``values`` (ny, nx) on ``spec``'s grid; NaN: not computed yet or
+    diverged, drawn grey) as an image; the Lyapunov exponent on a diverging colour map centred
+    on 0, periods and basins on categorical ones, a divergence time of +inf (bounded) as NaN."""
+    if spec is None:
+        return hv.Image(np.full((1, 1), np.nan), bounds=(0, 0, 1, 1), kdims=["x", "y"], vdims=["value"])
+    q = spec.quantity.kind
+    vals = np.asarray(values, dtype=np.float64)
+    if vals.ndim == 3:                                         # a spectrum: its largest exponent
+        vals = vals[..., 0]
+    vals = np.where(np.isinf(vals), np.nan, vals)
+    label = {"lyapunov": "λ₁", "period": "period", "basin": "attractor", "divergence": "divergence time",
+             "ky": "D_KY"}.get(q, spec.quantity.label)
+    img = hv.Image((spec.x.values(), spec.y.values(), vals), kdims=[spec.x.name, spec.y.name],
+                   vdims=[hv.Dimension("value", label=label)])
+    finite = vals[np.isfinite(vals)]
+    opts: dict = {"cmap": MAP_CMAPS.get(q, "viridis"), "title": f"{spec.system.title}: {label}"}
+    if q in ("lyapunov", "spectrum") and finite.size:
+        m = float(np.abs(finite).max()) or 1.0
+        opts["clim"] = (-m, m)
+    elif q in ("period", "basin") and finite.size:
+        opts["clim"] = (float(finite.min()) - 0.5, float(finite.max()) + 0.5)
+    return img.opts(**opts)

@@ -206,9 +206,6 @@ class MapSpec:
             raise ParameterError(f"need steps >= 1 and transient >= 0, got {steps} and {transient}")
         if not (0 < self.period_tol < 1) or not 1 <= int(self.max_period) <= 4096:
             raise ParameterError("need 0 < tol < 1 and 1 <= max_period <= 4096")
-        if q.kind == "basin" and not self.attractors:
-            raise ParameterError("a basin map needs the attractors to label against "
-                                 "(find them with find_attractors)")
         if self.x0 is not None:
             x0 = torch.as_tensor(self.x0, dtype=torch.float64)
             sys_.check_state(x0)
@@ -396,6 +393,9 @@ class MapSpec:
         return out
 
     def _basin(self, system, x0, steps, transient, device) -> np.ndarray:
+        if not self.attractors:
+            raise ParameterError("a basin map needs the attractors to label against "
+                                 "(find them with find_attractors; run_map does)")
         seg, diverged = final_segments(system, x0, steps, transient, self.dt, device)
         return label_segments(seg, self.attractors, self.attractor_tol, diverged)
 
