@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_sweep_loses_only_its_chunk():
     from dask.distributed import Client, LocalCluster
 
     spec = henon_map("spectrum", n=(24, 10), steps=1500, transient=100)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         pids = client.run(os.getpid)
@@ -176,7 +176,7 @@ def test_cli_attaches_to_a_running_scheduler(tmp_path, capsys, monkeypatch):
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                      dashboard_address=None, silence_logs=40) as cluster:
+                      dashboard_address=":0", silence_logs=40) as cluster:
         monkeypatch.setenv("EXPLORER_DASK_SCHEDULER", cluster.scheduler_address)
         rc = main(["sweep", "logistic", "--x", "r=3.5:3.6:8", "--quantity", "period", "--chunk", "4",
                    "--out", str(tmp_path / "p.zarr"), "--json", "--quiet"])

@@ -111,7 +111,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     if n < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}")
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     client = Client(cluster)
     try:
         yield client
@@ -204,7 +204,7 @@ def shared_client():
             client = Client(addr, timeout="10s", set_as_default=False)
         else:
             cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1,
-                                   processes=False, dashboard_address=None, silence_logs=40)
+                                   processes=False, dashboard_address=":0", silence_logs=40)
             _shared["cluster"] = cluster
             client = Client(cluster, set_as_default=False)
         _shared["client"] = client

@@ -365,11 +365,11 @@ def zoomed_range(rng, shown) -> tuple[float, float, bool] | None:
     return lo, hi, hi - lo < 0.98 * span
 
 
-def crosshair():
+def crosshair(color: str = "#d9480f"):
     """Two dashed Bokeh spans (vertical, horizontal) that mark a point and move in place."""
     from bokeh.models import Span
 
-    return [Span(dimension=d, line_color="#d9480f", line_width=1.5, line_dash="dashed",
+    return [Span(dimension=d, line_color=color, line_width=1.5, line_dash="dashed",
                  location=None, visible=False) for d in ("height", "width")]
 
 
@@ -392,7 +392,7 @@ class ParameterMapImage:
         self.tap.add_subscriber(lambda x=None, y=None: on_tap(x, y) if x is not None else None)
         self.range = hv.streams.RangeXY(source=self.image)
         self.range.add_subscriber(self._on_range)
-        self.spans = crosshair()
+        self.spans = crosshair("#212529")            # dark: visible on every colour map
         self.pane = pn.pane.HoloViews(self.image.opts(hooks=[self._hook]), linked_axes=False,
                                       sizing_mode="stretch_width", min_height=min_height)
 

@@ -44,8 +44,10 @@ class ParameterMapPanel:
         self.b_back = pn.widgets.Button(name="◀ Back", width=75, disabled=True)
         self.text = pn.pane.Markdown(HELP, **SW)
         self.progress = pn.pane.Markdown("", css_classes=["map-progress"], **SW)
-        self.image = ParameterMapImage(on_tap=lambda x, y: view.act(m.jump, x, y),
-                                       on_box=lambda *box: view.act(m.zoom, *box))
+        # a click or zoom arrives in a stream callback outside the document's lock: act on
+        # the next tick (the jump moves the crosshair, a Bokeh model)
+        self.image = ParameterMapImage(on_tap=lambda x, y: view.later(lambda: view.act(m.jump, x, y)),
+                                       on_box=lambda *box: view.later(lambda: view.act(m.zoom, *box)))
         self.d_zarr = pn.widgets.FileDownload(callback=self._zarr, filename="parameter_map.zarr.zip",
                                               label="Map (Zarr, zipped)", button_type="light",
                                               width=160, disabled=True)
