@@ -1,6 +1,6 @@
 """``dynamics-explorer``: the compute API from a shell.
 
-Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``sweep``, ``train dsr``, ``train onsager``,
+Sub-commands: ``systems``, ``simulate``, ``lyapunov``, ``sweep``, ``sweep-train``, ``train dsr``, ``train onsager``,
 ``train ssm``, ``train latent``, ``spectra``, ``generate``, ``entropy``, ``serve``. The JSON shapes printed with
 ``--json`` are a stable contract, documented in ``docs/cli.md``. A user mistake (unknown
 system, bad parameter, malformed equation, unwritable file) prints one line on stderr and
@@ -279,6 +279,17 @@ def cmd_train(args) -> int:
 
     Stops at ``--steps`` or as soon as an evaluation's D_stsp (against the noise-free
     reference when the data carry one, else against the data) is at most ``--target-dstsp``."""
+    summary, out, verdict = train_dsr(args)
+    if args.json:
+        print(json.dumps(summary, default=_json_number))
+    else:
+        print(f"wrote {out}: {summary['message']}; {verdict.line()}")
+    return 0 if summary["status"] != "diverged" else 1
+
+
+def train_dsr(args):
+    """What ``train dsr`` does, without printing the result: (summary, checkpoint path,
+    verdict). The same function runs each task of ``sweep-train``."""
     import threading
 
     from .training import Trainer
@@ -322,11 +333,7 @@ def cmd_train(args) -> int:
                "best": trainer.best, "target_dstsp": target or None,
                "target_reached": bool(reached), "skipped": trainer.skipped,
                "rollbacks": trainer.rollbacks, "verdict": verdict.as_dict()}
-    if args.json:
-        print(json.dumps(summary, default=_json_number))
-    else:
-        print(f"wrote {out}: {message}; {verdict.line()}")
-    return 0 if event.status != "diverged" else 1
+    return summary, out, verdict
 
 
 def _builtin_sde(name: str, params: dict, need: str):
@@ -692,6 +699,43 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"{flag} expects integers separated by commas, got {text!r}") from None
+
+
+def cmd_sweep_train(args) -> int:
+    """``train dsr`` over models x latent sizes x seeds, one Dask task each; a table at the end."""
+    from .sweeps.training import combinations, run_training_sweep
+
+    train_args = list(args.train_args or [])
+    if train_args[:1] == ["--"]:
+        train_args = train_args[1:]
+    if not train_args:
+        raise CliError("give the train dsr arguments after --, e.g. -- --system lorenz63 --steps 2000")
+    runs = combinations(args.models.split(","), _int_list(args.latent, "--latent"),
+                        _int_list(args.seeds, "--seeds"))
+
+    def report(run, summary, done, total) -> None:
+        if not args.quiet:
+            v = summary.get("verdict") or {}
+            print(f"{done}/{total} {run.name}: {summary.get('status')}, D_stsp {v.get('d_stsp')}, "
+                  f"{summary.get('seconds')} s", file=sys.stderr)
+
+    rows = run_training_sweep(runs, train_args, args.out, scheduler=args.scheduler,
+                              workers=args.workers, processes=args.processes, progress=report)
+    if args.json:
+        print(json.dumps({"out": args.out, "table": str(Path(args.out) / "results.csv"), "runs": rows}))
+    else:
+        cols = ("run", "steps", "seconds", "d_stsp", "d_h", "reconstructs")
+        print("  ".join(f"{c:>14}" for c in cols))
+        for r in rows:
+            print("  ".join(f"{str(r[c]):>14}" for c in cols))
+    return 0
+
+
 def cmd_serve(args) -> int:
     _setup_device(args)
     from .app import serve
@@ -908,6 +952,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a store holding another map")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("sweep-train", help="train dsr over models x latent sizes x seeds as Dask "
+                                               "tasks (arguments for train dsr after --)")
+    s.add_argument("--models", default="shplrnn", help="comma separated: plrnn, shplrnn, alrnn")
+    s.add_argument("--latent", default="3", help="latent sizes, comma separated")
+    s.add_argument("--seeds", default="0", help="seeds, comma separated")
+    s.add_argument("--out", required=True, help="directory for the checkpoints, summaries and results.csv")
+    s.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    s.add_argument("--workers", type=int, help="local cluster: workers (default: the cores)")
+    s.add_argument("--processes", action="store_true", help="local cluster: worker processes")
+    s.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    s.add_argument("--json", action="store_true", help="machine-readable table")
+    s.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the train dsr arguments")
+    s.set_defaults(func=cmd_sweep_train)
 
     s = sub.add_parser("serve", help="start the web app",
                        description="Serve the web app at http://ADDRESS:PORT/explorer.",

@@ -12,7 +12,9 @@ PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.
         "explorer.training", "explorer.training.frames", "explorer.training.loop",
         "explorer.models.ssm", "explorer.models.selective", "explorer.models.attention",
         "explorer.core.analysis.driven", "explorer.training.sequence", "explorer.core.render",
-        "explorer.models.latent", "explorer.training.latent", "explorer.training.images"]
+        "explorer.models.latent", "explorer.training.latent", "explorer.training.images",
+        "explorer.core.analysis.parameter_maps", "explorer.sweeps", "explorer.sweeps.engine",
+        "explorer.sweeps.store"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 
 
@@ -21,7 +23,8 @@ CONTROLLERS = ["explorer.controllers", "explorer.controllers.base", "explorer.co
                "explorer.controllers.jobs", "explorer.controllers.attractors",
                "explorer.controllers.reconstruction", "explorer.controllers.live",
                "explorer.controllers.presets", "explorer.controllers.spectra",
-               "explorer.controllers.stochastic", "explorer.controllers.latent"]
+               "explorer.controllers.stochastic", "explorer.controllers.latent",
+               "explorer.controllers.parameter_map"]
 UI_ONLY = ("panel", "holoviews", "bokeh", "hvplot", "datashader")
 
 

@@ -187,3 +187,24 @@ def test_cli_attaches_to_a_running_scheduler(tmp_path, capsys, monkeypatch):
     assert main(["sweep", "logistic", "--x", "r=3.5:3.6:8", "--quantity", "period",
                  "--out", str(tmp_path / "q.zarr")]) == 2
     assert "tcp://HOST:PORT" in capsys.readouterr().err
+
+
+def test_training_sweep_runs_each_combination_once_and_tabulates(tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["sweep-train", "--models", "shplrnn,alrnn", "--latent", "3", "--seeds", "0", "--workers", "2",
+            "--out", str(out), "--json", "--quiet", "--", "--system", "lorenz63", "--steps", "30",
+            "--length", "2000", "--metrics-every", "30"]
+    assert main(argv) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in table["runs"]] == ["shplrnn-M3-s0", "alrnn-M3-s0"]
+    assert all(r["steps"] == 30 and r["d_stsp"] is not None for r in table["runs"])
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("run,model,latent,seed")
+    from explorer.training.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(out / "alrnn-M3-s0.pt")
+    assert ckpt is not None
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    assert main(argv) == 0                                   # done already: nothing retrained
+    capsys.readouterr()
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert main(argv[:-2] + ["--seed", "4"]) == 2
+    assert "set by the sweep" in capsys.readouterr().err
