@@ -201,8 +201,9 @@ class ParameterMapController(param.Parameterized):
         finite = np.isfinite(vals)
         note = "" if run.complete else f" (stopped: {run.computed + run.skipped} of {run.tiles} tiles)"
         summary = describe_map(spec, vals)
-        self.progress = (f"{spec.n_points:,} points in {run.seconds:.1f} s on {max(run.workers, 1)} "
-                         f"Dask worker{'s' if run.workers != 1 else ''}{note}. {summary}")
+        slots = max(run.workers, 1)
+        self.progress = (f"{spec.n_points:,} points in {run.seconds:.1f} s on the Dask cluster "
+                         f"({slots} task{'s' if slots != 1 else ''} at once){note}. {summary}")
         if not finite.any() and spec.quantity.kind != "divergence":
             self.progress += " Every orbit diverged here: try a smaller box."
 

@@ -51,7 +51,7 @@ class MapRun:
     retried: int = 0
     seconds: float = 0.0
     stopped: bool = False
-    workers: int = 0
+    workers: int = 0             # tasks the cluster runs at once (its worker threads)
     scheduler: str = ""
     tile_seconds: list[float] = field(default_factory=list)
 
@@ -92,8 +92,9 @@ def scheduler_address(scheduler: str | None = None) -> str | None:
 def dask_client(scheduler: str | None = None, workers: int | None = None,
                 processes: bool = False) -> Iterator[Any]:
     """A Dask client for the duration of the block: attached to ``scheduler`` (see
-    :func:`scheduler_address`), or to a ``LocalCluster`` of ``workers`` single-threaded
-    workers (default: the machine's cores), in-process unless ``processes``."""
+    :func:`scheduler_address`), or to a ``LocalCluster`` running ``workers`` tasks at once
+    (default: the machine's cores): single-threaded worker processes with ``processes``,
+    else one worker in this process with that many threads."""
     from dask.distributed import Client, LocalCluster
 
     addr = scheduler_address(scheduler)
@@ -110,8 +111,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     n = int(workers or os.cpu_count() or 1)
     if n < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                           dashboard_address=":0", silence_logs=40)
+    # worker processes: one thread each; in this process: one worker with n threads (its
+    # tasks then share the cores: see _limit_threads)
+    cluster = LocalCluster(n_workers=n if processes else 1, threads_per_worker=1 if processes else n,
+                           processes=processes, dashboard_address=":0", silence_logs=40)
     client = Client(cluster)
     try:
         yield client
@@ -129,8 +132,9 @@ def _evaluate(spec: MapSpec, tile: Tile, device=None) -> tuple[np.ndarray, float
 
 
 def _limit_threads() -> None:
-    """In a worker process of its own, let torch use only the worker's threads (several
-    workers on one machine must not each start a thread per core)."""
+    """Torch (and native OpenMP) threads for a task, so that tasks running at once do not
+    oversubscribe the cores: in a worker process of its own, the worker's threads; in a
+    worker inside this process (threads, one task each), the cores divided among them."""
     import torch
     from dask.distributed import get_worker
 
@@ -139,8 +143,11 @@ def _limit_threads() -> None:
     except ValueError:                                    # not on a worker
         return
     n = int(getattr(w.state, "nthreads", 0) or 0)
-    if getattr(w, "nanny", None) is not None and n and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    if not n:
+        return
+    want = n if getattr(w, "nanny", None) is not None else max(1, (os.cpu_count() or 1) // n)
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)                     # this thread's count (set per task)
 
 
 def with_attractors(spec: MapSpec, out: str | os.PathLike | None = None) -> MapSpec:
@@ -271,7 +278,7 @@ def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int =
         from dask.distributed import as_completed
 
         info = c.scheduler_info()
-        run.workers = len(info.get("workers", {}))
+        run.workers = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
         run.scheduler = str(info.get("address", ""))
         [spec_f] = c.scatter([spec], broadcast=True, hash=False)
         futures = [c.submit(_evaluate, spec_f, t, device, retries=retries, pure=False,
