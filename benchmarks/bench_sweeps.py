@@ -3,7 +3,7 @@ scaling from 1 to 2 workers, and a projection to 10 and 100 workers.
 
 * **the maps**: the largest Lyapunov exponent of the Hénon map over (a, b) in
   [1.0, 1.4] x [0.0, 0.3] (``--henon`` per side, default 1000 x 1000; mostly bounded orbits)
-  and of the Rössler flow over (a, c) in [0.05, 0.4] x [2, 12] (``--rossler``, default
+  and of the Rössler flow over (a, c) in [0.05, 0.25] x [2, 12] (``--rossler``, default
   400 x 400), each computed by :func:`~explorer.sweeps.run_map` on a LocalCluster of
   ``--workers`` worker processes (one thread each) into memory (``--zarr``: into a Zarr store
   in a temporary folder, as the CLI does). Reported: seconds and parameter points per second,
@@ -60,7 +60,7 @@ from explorer.sweeps import dask_client, run_map
 OUT = ROOT / "benchmarks" / "results" / "sweeps_cpu.json"
 #: the boxes: (system, x axis, x range, y axis, y range)
 BOXES = {"henon": ("a", (1.0, 1.4), "b", (0.0, 0.3)),
-         "rossler": ("a", (0.05, 0.4), "c", (2.0, 12.0))}
+         "rossler": ("a", (0.05, 0.25), "c", (2.0, 12.0))}
 FORMULA = "T(W) = startup + ceil(chunks / W) * (t_chunk + overhead_chunk)"
 PROJECT_WORKERS = (1, 2, 10, 100)
 
@@ -214,9 +214,9 @@ def main(argv=None) -> int:
                     help="plain and in-process Dask runs alternate this many times; the minimum counts")
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes for the full maps (default: the machine's cores)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads of this process (plain loop and in-process worker; "
-                         "worker processes use 1, as each Dask worker has one thread)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads of the plain loop (default: the cores, what a task on an "
+                         "in-process worker of one thread takes; worker processes use 1)")
     ap.add_argument("--no-full", action="store_true", help="skip the full maps (project only)")
     ap.add_argument("--zarr", action="store_true", help="store the full maps in Zarr (temporary)")
     ap.add_argument("--quick", action="store_true",
