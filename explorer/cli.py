@@ -177,6 +177,15 @@ def cmd_lyapunov(args) -> int:
     res = lyapunov_spectrum(system, x0, steps=args.steps, transient=args.transient, dt=args.dt,
                             batch=args.batch, generator=torch.Generator().manual_seed(args.seed))
     rec = res.as_dict()
+    if res.status == "diverged":
+        # no exponent to report: say why, and fail (a JSON of nulls with exit 0 hid it)
+        rec["message"] = (f"every trajectory of {system.title or system.name} left the bound "
+                          f"|x| <= {system.bound:g} (diverged): no Lyapunov exponents; try "
+                          "another initial condition or parameter values")
+        if args.json:
+            print(json.dumps(rec))
+        print(f"dynamics-explorer: error: {rec['message']}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(rec))
     else:

@@ -85,6 +85,31 @@ def test_lyapunov_custom_flow():
     assert rec["exponents"] == pytest.approx([-0.5, -2.0], abs=1e-6)
 
 
+def test_lyapunov_of_a_diverging_system_says_why_and_fails():
+    p = run("lyapunov", "--flow", "dx/dt = x*x + 1; dy/dt = -y", "--json", check_rc=1)
+    rec = json.loads(p.stdout)
+    assert rec["status"] == "diverged" and rec["exponents"] == [None, None]
+    assert "diverged" in rec["message"] and "no Lyapunov exponents" in rec["message"]
+    assert p.stderr.strip().splitlines() == [f"dynamics-explorer: error: {rec['message']}"]
+
+
+def test_an_absurd_size_is_refused_before_memory_is_taken(tmp_path):
+    import resource
+    code = ("import resource, sys; from explorer.cli import main; "
+            "import explorer.core.simulate, explorer.core.registry as r; r.system_class('lorenz63')(); "
+            "main(['simulate', 'lorenz63', '--steps', '10', '--out', 'y.npz']); "       # imports
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "rc = main(['simulate', 'lorenz63', '--batch', '10000000', '--steps', '100000000', "
+            "'--out', 'x.npz']); "
+            "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    rc, grown_kb = p.stdout.splitlines()[-1].split()
+    assert rc == "2" and "over the limit" in p.stderr
+    assert int(grown_kb) < 50_000, f"the refusal took {int(grown_kb) / 1024:.0f} MB"   # was ~700 MB
+    del resource
+
+
 @pytest.mark.parametrize("args,needle", [
     (("simulate", "nosuchsystem", "--out", "x.npz"), "unknown system"),
     (("simulate", "lorenz63", "--param", "rho=1e9", "--out", "x.npz"), "outside its allowed range"),

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from .device import _compile_failed, compile_or_eager, default_device
@@ -116,6 +117,17 @@ class Trajectory:
     def states(self) -> torch.Tensor:
         """(T, D) for a single unbatched trajectory, else (T, B, D)."""
         return self.x if self.batched else self.x[:, 0]
+
+
+def planned_batch(system: DynamicalSystem, x0=None, batch: int | None = None) -> int:
+    """The number of trajectories a call will run, from the arguments' shapes alone (no
+    allocation): the largest of the rows of ``x0``, ``batch`` and the parameter sweep."""
+    rows = 1
+    if x0 is not None:
+        shape = tuple(x0.shape) if hasattr(x0, "shape") else np.shape(x0)
+        rows = shape[0] if len(shape) == 2 else 1
+    pshape = system.batch_shape()
+    return max(int(rows), int(batch or 1), int(pshape[0]) if len(pshape) == 1 else 1)
 
 
 def prepare_initial_states(system: DynamicalSystem, x0=None, *, batch: int | None = None,
@@ -402,11 +414,14 @@ def simulate(system: DynamicalSystem, x0=None, *, steps: int = 10_000, dt: float
     if batch is not None:
         batch = _check_count("batch", batch, 1)
     dt = system.time_step(dt)
+    n_saved = steps // save_every + 1
+    # refuse an absurd size before any memory is taken (the states alone can be gigabytes)
+    check_size(batch=planned_batch(system, x0, batch), steps=steps + transient, saved=n_saved,
+               dim=system.dim, itemsize=torch.finfo(dtype).bits // 8, what=f"simulate {system.name}")
     generator, seed = _noise_generator(system, x0, generator, seed, device)
     x, batched = prepare_initial_states(system, x0, batch=batch, generator=generator,
                                         spread=spread, dtype=dtype, device=device)
     B, D = x.shape
-    n_saved = steps // save_every + 1
     check_size(batch=B, steps=steps + transient, saved=n_saved, dim=D,
                itemsize=x.element_size(), what=f"simulate {system.name}")
 
