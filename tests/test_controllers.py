@@ -159,6 +159,21 @@ def test_bad_link_values_are_reported_and_skipped(ctrl):
     assert ctrl.apply_query({"sys": "no_such_system"})[0].startswith("system")
 
 
+def test_hostile_link_values_leave_a_notice_and_reflect_no_markup(ctrl):
+    problems = ctrl.apply_query({"n": "1e12", "p.rho": "nan", "dt": "-1",
+                                 "sys": "<img src=x onerror=alert(1)>"}, compute=False)
+    assert [p.split(":")[0] for p in problems] == ["system", "rho", "dt", "n"]
+    assert "n: must be at most 100000, not 1000000000000" in problems
+    assert "dt: must be greater than 1e-05, not -1.0" in problems
+    assert ctrl.system == "lorenz63" and ctrl.n_traj == 1 and ctrl.values["rho"] == 28.0
+    assert ctrl.notice.startswith("Not used from the link, defaults kept: system:")
+    assert "<img" not in ctrl.notice and "&lt;img" in ctrl.notice
+    ctrl.request_attractor()                     # the computation's status does not hide it
+    ctrl.wait()
+    assert ctrl.notice and "computed in" in ctrl.status
+    assert ctrl.apply_query({"n": "2.5"}, compute=False) == ["n: '2.5' is not a whole number"]
+
+
 # ------------------------------------------------------------------ bad input
 def test_request_too_large_is_refused_with_the_limit(ctrl):
     ctrl.n_traj = 100_000

@@ -61,7 +61,7 @@ def test_presets_and_links():
     problems = c.apply_query({"page": "latent", "scene": "spring", "size": "24", "latent": "99",
                               "model": "koopman", "cw": "nan?"})
     assert (c.scene, c.size, c.model) == ("spring", 24, "koopman")
-    assert len(problems) == 2 and c.latent == 2 and "ignored in the link" in c.status
+    assert len(problems) == 2 and c.latent == 2 and "Not used from the link" in c.status
     assert c.to_query()["scene"] == "spring"
 
 

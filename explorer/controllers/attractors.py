@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -33,7 +34,7 @@ from ..core.registry import system_class
 from ..core.simulate import Trajectory, prepare_initial_states, simulate
 from ..core.system import DynamicalSystem, check_param_value
 from .base import (CUSTOM, DEFAULT_CUSTOM_PARAMS, DEFAULT_EQUATIONS, SystemSource,
-                   one_line)
+                   link_notice, one_line)
 from .jobs import Done
 from .live import Frame, LiveEnsemble
 from .parameter_map import ParameterMapController
@@ -773,13 +774,13 @@ class AttractorController(SystemSource):
             if "x0" in q:
                 attempt("x0", lambda: self.set_x0(q["x0"].split(",")))
             for key, name, conv in (("solver", "solver", str), ("dt", "dt", float),
-                                    ("n", "n_traj", int), ("T", "duration", float),
+                                    ("n", "n_traj", _whole), ("T", "duration", float),
                                     ("tr", "transient", float), ("spread", "spread", float),
                                     ("view", "view", str), ("color", "color_by", str),
                                     ("az", "azimuth", float), ("el", "elevation", float),
                                     ("olo", "orbit_low", float), ("ohi", "orbit_high", float)):
                 if key in q:
-                    attempt(name, lambda name=name, conv=conv, key=key: self._set_checked(name, conv(q[key])))
+                    attempt(key, lambda name=name, conv=conv, key=key: self._set_checked(name, conv(q[key])))
             var = self.variables()
             if "proj" in q:
                 xs = q["proj"].split(",")
@@ -816,7 +817,8 @@ class AttractorController(SystemSource):
             self._suspend -= 1
         self.query_version += 1
         if problems:
-            self.status = "⚠ link: " + "; ".join(problems)
+            self.notice = link_notice(problems)
+            self.status = "⚠ " + self.notice
         if compute and self.auto:
             self.request_attractor()
         return problems
@@ -828,14 +830,24 @@ class AttractorController(SystemSource):
             return False
 
     def _set_checked(self, name: str, value) -> None:
-        """Set a parameter, turning param's bound errors into :class:`ParameterError`."""
+        """Set a parameter, turning param's bound errors into a short :class:`ParameterError`
+        (``must be at most 100000, not 1e+12``, without param's class path)."""
         try:
             setattr(self, name, value)
         except ValueError as e:
-            raise ParameterError(str(e).split("\n")[0]) from None
+            text = re.sub(r"^\w+ parameter '[\w.]+' ", "", str(e).split("\n")[0])
+            raise ParameterError(text.rstrip(".")) from None
 
 
 # ==================================================================== helpers
+def _whole(text: str) -> int:
+    """A whole number from a link (``100``, ``1e3``); ValueError otherwise."""
+    v = float(text)
+    if not math.isfinite(v) or v != int(v):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(v)
+
+
 def _compile_mode():
     """The app's compile policy: the native backend where it applies, else eager torch (a
     page request never waits for a ``torch.compile`` build)."""

@@ -15,6 +15,7 @@ only its own science: settings, results and the requests that compute them.
 from __future__ import annotations
 
 import contextlib
+import html
 import time
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -100,8 +101,15 @@ class PresetLinks:
         finally:
             self.auto = auto
         if problems:
-            self.status = "⚠ ignored in the link: " + "; ".join(problems)
+            self.notice = link_notice(problems)
+            self.status = "⚠ " + self.notice
         return problems
+
+
+def link_notice(problems: list[str]) -> str:
+    """The page's notice for values of a link that were not used: one line, HTML-escaped
+    (URL values are never reflected as markup)."""
+    return html.escape("Not used from the link, defaults kept: " + "; ".join(problems), quote=False)
 
 
 class PageController(param.Parameterized):
@@ -110,6 +118,8 @@ class PageController(param.Parameterized):
     device = param.String(default="", doc="Compute device (cpu, cuda, cuda:1, ...).")
     errors = param.Dict(default={}, doc="Error message per key (one line each).")
     status = param.String(default="", doc="What is computing and where, or what just happened.")
+    notice = param.String(default="", doc="A message that stays until dismissed: values of the "
+                                          "page's link that were refused (and why).")
 
     def __init__(self, *, auto: bool = True, notify: Callable[[], None] | None = None, **params):
         super().__init__(**params)

@@ -59,7 +59,7 @@ class Page:
         view = self.make_view(sync_url=sync_url)
         c = view.controller
         device = device_widget(c.devices(), c.device, lambda d: setattr(c, "device", d))
-        return page_template(title=self.title, sidebar=view.sidebar, main=view.main,
+        return page_template(title=self.title, sidebar=view.sidebar, main=view.body(),
                              pages=titles(), current=self.key, device=device, theme=theme)
 
 

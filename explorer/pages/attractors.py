@@ -23,7 +23,7 @@ def build(*, sync_url: bool = True) -> pn.template.BootstrapTemplate:
     panel = AttractorsPanel(controller, sync_url=sync_url)
     device = device_widget(controller.devices(), controller.device,
                            lambda d: setattr(controller, "device", d))
-    return page_template(title="Attractors", sidebar=panel.sidebar, main=panel.main, pages=PAGES,
+    return page_template(title="Attractors", sidebar=panel.sidebar, main=panel.body(), pages=PAGES,
                          current="attractors", device=device, theme=theme)
 
 

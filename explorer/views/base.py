@@ -67,7 +67,29 @@ class PageView(pn.viewable.Viewer):
         return False
 
     def __panel__(self):
-        return pn.Row(pn.Column(self.sidebar, width=360), self.main, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self.sidebar, width=360), self.body(), sizing_mode="stretch_width")
+
+    def body(self) -> pn.Column:
+        """The main area with the controller's notice on top (values of the link that were
+        refused: shown until dismissed; the text is escaped by the controller). The notice
+        goes into ``main`` itself, whose own rows the template then lets wrap."""
+        if getattr(self, "_notice_box", None) is not None:          # shown once already
+            return self.main
+        c = self.controller
+        text = pn.pane.Markdown(c.notice and "⚠ " + c.notice, sizing_mode="stretch_width", margin=(0, 8))
+        close = pn.widgets.Button(name="✕", width=36, button_type="light",
+                                  description="Dismiss this notice")
+        box = pn.Column(pn.Row(text, close, sizing_mode="stretch_width"), visible=bool(c.notice),
+                        css_classes=["link-notice"], sizing_mode="stretch_width",
+                        styles={"background": "#fff3bf", "border-radius": "6px"})
+
+        def show(event) -> None:
+            text.object, box.visible = event.new and "⚠ " + event.new, bool(event.new)
+        c.param.watch(show, "notice")
+        close.on_click(lambda e: setattr(c, "notice", ""))
+        self._notice_box = box
+        self.main.insert(0, box)
+        return self.main
 
     # ---------------------------------------------------------------- the tick
     @property

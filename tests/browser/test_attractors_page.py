@@ -113,3 +113,18 @@ def test_classroom_mode_hides_controls(open_page):
     assert p.page.get_by_text("Custom system", exact=True).count() == 0 or \
         not p.page.get_by_text("Custom system", exact=True).first.is_visible()
     assert not p.page.get_by_text("Trajectory CSV").first.is_visible()
+
+
+def test_a_hostile_link_shows_a_notice_and_runs_no_markup(open_page):
+    dialogs = []
+    p = open_page("?n=1e12&p.rho=nan&dt=-1&sys=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
+    p.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    p.wait_status("computed in")                       # the defaults run
+    notice = p.page.get_by_text("Not used from the link")
+    notice.wait_for(timeout=10_000)
+    text = notice.inner_text()
+    assert "<img src=x onerror=alert(1)>" in text and "n: must be at most 100000" in text
+    assert "dt: must be greater than" in text and "rho" in text
+    p.page.get_by_role("button", name="✕").click()
+    notice.wait_for(state="hidden", timeout=10_000)
+    assert dialogs == [] and p.errors == [], (dialogs, p.errors[:5])
