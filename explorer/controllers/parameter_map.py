@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import param
@@ -151,7 +151,6 @@ class ParameterMapController(param.Parameterized):
             return
         from ..sweeps import MemoryStore, run_map, shared_client, with_attractors
 
-        store_box: dict[str, Any] = {}
         self._seen = -1
         self._started = time.monotonic()
         self.partial = None
@@ -162,13 +161,11 @@ class ParameterMapController(param.Parameterized):
             store = MemoryStore(s, PAGE_CHUNK)
             with self._lock:
                 self._store = store
-                store_box["spec"] = s
 
             def tick(run, tile, values):
                 progress((run.computed + run.skipped) / max(1, run.tiles))
-            run = run_map(s, None, chunk=PAGE_CHUNK, client=shared_client(), device=device,
-                          progress=tick, stop=stop, store=store)
-            return run
+            return run_map(s, store=store, client=shared_client(), device=device, progress=tick,
+                           stop=stop)
 
         self.owner._submit(self.KEY, work, f"parameter map ({spec.n_points:,} points)", threads=None)
 

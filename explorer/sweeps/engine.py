@@ -16,7 +16,6 @@ process (threads) by default or in worker processes with ``processes=True``.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -315,10 +314,3 @@ def run_map(spec: MapSpec, out: str | os.PathLike | None = None, *, chunk: int =
     run.seconds = time.perf_counter() - t0
     return run
 
-
-def eta(run: MapRun, elapsed: float) -> float | None:
-    """Seconds left at the current rate of tiles, or None before the first tile."""
-    if run.computed == 0:
-        return None
-    left = run.tiles - run.computed - run.skipped
-    return elapsed / run.computed * left if math.isfinite(elapsed) else None
