@@ -270,7 +270,8 @@ def describe_map(spec: MapSpec, values: np.ndarray) -> str:
                 "(chaos or quasi-periodicity).")
     if q == "basin":
         n = len(spec.attractors)
-        return f"{n} attractor{'s' if n != 1 else ''} found; -1 marks diverged starts, -2 starts that ended on none of them."
+        return (f"{n} attractor{'s' if n != 1 else ''} found; -1 marks diverged starts, -2 starts "
+                "that ended on none of them.")
     if q == "divergence":
         bounded = float(np.isinf(values).mean()) if values.size else 0.0
         return f"{100 * bounded:.0f} % of the points stayed bounded for the whole run."

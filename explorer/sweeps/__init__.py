@@ -6,5 +6,5 @@ from .engine import (DEFAULT_CHUNK, MapRun, SweepError, dask_client, run_map, sh
                      with_attractors)
 from .store import MemoryStore, StoreError, ZarrStore, map_png, open_map, zipped
 
-__all__ = ["DEFAULT_CHUNK", "MapRun", "SweepError", "dask_client", "run_map", "shared_client", "with_attractors",
-           "MemoryStore", "StoreError", "ZarrStore", "map_png", "open_map", "zipped"]
+__all__ = ["DEFAULT_CHUNK", "MapRun", "SweepError", "dask_client", "run_map", "shared_client",
+           "with_attractors", "MemoryStore", "StoreError", "ZarrStore", "map_png", "open_map", "zipped"]

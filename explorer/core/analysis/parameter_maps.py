@@ -167,8 +167,9 @@ class MapSpec:
 
     ``steps``/``transient`` default per quantity and kind (see :meth:`run_lengths`); ``x0``
     is the start of every point (the system's default when None) except along an axis over a
-    variable; ``tol``/``max_period`` are the period test's (see :attr:`period_tol`); ``attractors`` is the list the
-    basin quantity labels against (each a (N, D) array of points on it).
+    variable; ``tol``/``max_period`` are the period test's (see :attr:`period_tol`);
+    ``attractors`` is the list the basin quantity labels against (each a (N, D) array of
+    points on it; :func:`explorer.sweeps.run_map` finds them when it is empty).
     """
 
     system: DynamicalSystem
