@@ -110,8 +110,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     n = int(workers or os.cpu_count() or 1)
     if n < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}")
-    # worker processes: one thread each; in this process: one worker with n threads (its
-    # tasks then share the cores: see _limit_threads)
+    # worker processes: one thread each; in this process: one worker with n threads
     cluster = LocalCluster(n_workers=n if processes else 1, threads_per_worker=1 if processes else n,
                            processes=processes, dashboard_address=":0", silence_logs=40)
     client = Client(cluster)
@@ -131,9 +130,11 @@ def _evaluate(spec: MapSpec, tile: Tile, device=None) -> tuple[np.ndarray, float
 
 
 def _limit_threads() -> None:
-    """Torch (and native OpenMP) threads for a task, so that tasks running at once do not
-    oversubscribe the cores: in a worker process of its own, the worker's threads; in a
-    worker inside this process (threads, one task each), the cores divided among them."""
+    """In a worker process of its own, let torch (and the native OpenMP loops) use only the
+    worker's threads, so several workers on one machine do not each start a thread per core.
+    A worker inside the caller's process leaves the count alone: it is the whole process's
+    (setting it there would slow everything else the process runs, a served app's sessions
+    included)."""
     import torch
     from dask.distributed import get_worker
 
@@ -142,11 +143,8 @@ def _limit_threads() -> None:
     except ValueError:                                    # not on a worker
         return
     n = int(getattr(w.state, "nthreads", 0) or 0)
-    if not n:
-        return
-    want = n if getattr(w, "nanny", None) is not None else max(1, (os.cpu_count() or 1) // n)
-    if torch.get_num_threads() != want:
-        torch.set_num_threads(want)                     # this thread's count (set per task)
+    if n and getattr(w, "nanny", None) is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def with_attractors(spec: MapSpec, out: str | os.PathLike | None = None) -> MapSpec:
