@@ -157,3 +157,10 @@ def test_compiled_recording_grid_matches_eager(transient, every, steps, backend)
     assert f.x.shape == e.x.shape
     torch.testing.assert_close(f.t, e.t)
     torch.testing.assert_close(f.x, e.x, rtol=1e-9, atol=1e-9)
+
+
+def test_ragged_initial_states_are_a_shape_error():
+    from explorer.core.errors import ShapeError
+    from explorer.core.registry import system_class as _cls
+    with pytest.raises(ShapeError, match="numeric"):
+        simulate(_cls("lorenz63")(), [[1, 2, 3], [1, 2]], steps=10)

@@ -124,7 +124,10 @@ def planned_batch(system: DynamicalSystem, x0=None, batch: int | None = None) ->
     allocation): the largest of the rows of ``x0``, ``batch`` and the parameter sweep."""
     rows = 1
     if x0 is not None:
-        shape = tuple(x0.shape) if hasattr(x0, "shape") else np.shape(x0)
+        try:
+            shape = tuple(x0.shape) if hasattr(x0, "shape") else np.shape(x0)
+        except (TypeError, ValueError):         # ragged: prepare_initial_states says what is wrong
+            shape = ()
         rows = shape[0] if len(shape) == 2 else 1
     pshape = system.batch_shape()
     return max(int(rows), int(batch or 1), int(pshape[0]) if len(pshape) == 1 else 1)
