@@ -300,8 +300,10 @@ def test_url_query_applies_preset_and_settings_and_reports_bad_values(make):
     d = make()
     problems = d.apply_query({"sys": "rossler", "model": "alrnn", "steps": "500", "seed": "x"})
     assert d.system == "rossler" and d.model == "alrnn" and d.steps == 500
-    assert len(problems) == 1 and problems[0].startswith("seed:")
-    assert d.apply_query({"preset": "nope"})[0].startswith("preset: unknown preset")
+    assert len(problems) == 1 and problems[0].startswith("seed='x'")
+    assert "seed=&#x27;x&#x27;" in d.notice or "seed='x'" in d.notice     # stays until dismissed
+    assert d.apply_query({"preset": "<b>nope</b>"})[0].startswith("unknown preset")
+    assert "&lt;b&gt;nope" in d.notice and "<b>" not in d.notice          # escaped, never markup
 
 
 def test_stop_ends_the_run_resume_is_refused_and_start_begins_anew(make):

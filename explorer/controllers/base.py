@@ -79,6 +79,7 @@ class PresetLinks:
     ``apply_preset(key)``, ``preset``, ``auto``, ``status`` and ``suspended()``."""
 
     query_keys: dict[str, str] = {}
+    query_skip: tuple[str, ...] = ()     # keys of query_keys that _query_extras applies
 
     def to_query(self) -> dict[str, str]:
         if self.preset:
@@ -96,14 +97,20 @@ class PresetLinks:
                     self.apply_preset(q["preset"])
                 except ExplorerError as e:
                     problems.append(one_line(e))
+            problems += self._query_extras(q)
             with self.suspended():
-                problems += set_from_query(self, q, self.query_keys)
+                problems += set_from_query(self, q, self.query_keys, skip=self.query_skip)
         finally:
             self.auto = auto
         if problems:
             self.notice = link_notice(problems)
             self.status = "⚠ " + self.notice
         return problems
+
+    def _query_extras(self, q: Mapping[str, str]) -> list[str]:
+        """Apply the link's values that are not plain parameters (after the preset, before
+        :attr:`query_keys`); one line per value not used."""
+        return []
 
 
 def link_notice(problems: list[str]) -> str:

@@ -37,7 +37,7 @@ from ..training import DataError, TimeSeries, Trainer, TrainerConfig, from_file,
 from ..training.frames import (FRAME_LENGTH, Frame, ModelAnalysis, ModelLyapunov, analyse_model,
                                data_frame, model_frame, model_frame_of)
 from ..training.verdict import D_H_GOOD, D_STSP_GOOD, Verdict, metrics_verdict
-from .base import CUSTOM, SystemSource, one_line, plain_query
+from .base import CUSTOM, PresetLinks, SystemSource, one_line
 from .jobs import Done
 from .run import (MAX_RUNS_ENV, MAX_UPLOAD_BYTES, RUNS, BackgroundRun, Progress, RunController,
                   StepRecord, warm_up, worker_threads)
@@ -110,8 +110,9 @@ class DataSpec:
     file_dt: float
 
 
-class ReconstructionController(SystemSource, RunController):
+class ReconstructionController(PresetLinks, SystemSource, RunController):
     """Everything the Reconstruction page shows, and the actions that train and analyse."""
+    query_keys = QUERY_KEYS
 
     # ---- data source (system, equations, custom_params: SystemSource)
     source = param.Selector(default="system", objects=["system", "file"],
@@ -196,39 +197,6 @@ class ReconstructionController(SystemSource, RunController):
         if self.auto:
             self.request_data()
 
-    def to_query(self) -> dict[str, str]:
-        """The page state as URL query values: the preset, or the main settings."""
-        if self.preset:
-            return {"preset": self.preset}
-        return {k: str(getattr(self, name)) for k, name in QUERY_KEYS.items()}
-
-    def apply_query(self, query) -> list[str]:
-        """Restore state from URL query values (``preset`` first, then ``sys``, ``model``,
-        ``steps``, ``seed``, ``noise``, ``length``, ``latent``); bad entries are skipped and
-        reported, one message each; other keys (``page``) are ignored."""
-        q = plain_query(query)
-        problems: list[str] = []
-        auto, self.auto = self.auto, False
-        try:
-            if q.get("preset"):
-                try:
-                    self.apply_preset(q["preset"])
-                except ExplorerError as e:
-                    problems.append(f"preset: {e}")
-            with self.suspended():
-                for key, name in QUERY_KEYS.items():
-                    if key not in q:
-                        continue
-                    try:
-                        conv = type(self.param[name].default) if name != "system" else str
-                        setattr(self, name, conv(q[key]))
-                    except (ValueError, TypeError) as e:
-                        problems.append(f"{key}: {str(e).splitlines()[0]}")
-        finally:
-            self.auto = auto
-        if problems:
-            self.status = f"⚠ URL: {problems[0]}"
-        return problems
 
     def _on_setting(self, *events) -> None:
         """A setting changed by hand: the preset no longer describes the page."""

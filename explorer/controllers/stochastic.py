@@ -35,7 +35,7 @@ from ..core.errors import ExplorerError, ParameterError, SizeLimitError
 from ..core.registry import system_class
 from ..core.simulate import simulate
 from ..core.system import DynamicalSystem, check_param_value
-from .base import CUSTOM, SystemSource, one_line, plain_query, set_from_query
+from .base import CUSTOM, PresetLinks, SystemSource, one_line
 from .jobs import Done
 from .run import RunController
 
@@ -170,8 +170,10 @@ class Sweep:
     seconds: float
 
 
-class StochasticController(SystemSource, RunController):
+class StochasticController(PresetLinks, SystemSource, RunController):
     """Everything the Stochastic page shows, and the actions that simulate, train and sweep."""
+    query_keys = QUERY_KEYS
+    query_skip = ("sys",)        # _query_extras selects the system (its values reset)
 
     custom_kind = "sde"
     run_name = "onsager"
@@ -461,40 +463,26 @@ class StochasticController(SystemSource, RunController):
 
     # ================================================================ URL
     def to_query(self) -> dict[str, str]:
-        if self.preset:
-            return {"preset": self.preset}
-        q = {k: str(getattr(self, name)) for k, name in QUERY_KEYS.items()}
-        for k, v in self.values.items():
-            q[f"p.{k}"] = f"{v:g}" if isinstance(v, float) else str(v)
+        q = super().to_query()
+        if not self.preset:
+            for k, v in self.values.items():
+                q[f"p.{k}"] = f"{v:g}" if isinstance(v, float) else str(v)
         return q
 
-    def apply_query(self, query) -> list[str]:
-        """Restore state from URL query values; bad entries are skipped and reported."""
-        q = plain_query(query)
+    def _query_extras(self, q) -> list[str]:
+        """The system (``sys``: its values reset) and its parameter values (``p.NAME``)."""
         problems: list[str] = []
-        auto, self.auto = self.auto, False
-        try:
-            if q.get("preset"):
+        if "sys" in q and q["sys"] != self.system:
+            try:
+                self._select(q["sys"])
+            except ExplorerError as e:
+                problems.append(one_line(e))
+        for k, v in q.items():
+            if k.startswith("p."):
                 try:
-                    self.apply_preset(q["preset"])
-                except ExplorerError as e:
-                    problems.append(one_line(e))
-            if "sys" in q and q["sys"] != self.system:
-                try:
-                    self._select(q["sys"])
-                except ExplorerError as e:
-                    problems.append(one_line(e))
-            problems += set_from_query(self, q, QUERY_KEYS, skip=("sys",))
-            for k, v in q.items():
-                if k.startswith("p."):
-                    try:
-                        self.set_value(k[2:], float(v))
-                    except (ExplorerError, ValueError) as e:
-                        problems.append(f"{k}: {one_line(e)}")
-        finally:
-            self.auto = auto
-        if problems:
-            self.status = "⚠ ignored in the link: " + "; ".join(problems)
+                    self.set_value(k[2:], float(v))
+                except (ExplorerError, ValueError) as e:
+                    problems.append(f"{k}={v!r}: {one_line(e)}")
         return problems
 
 
