@@ -154,6 +154,45 @@ def test_load_timeseries_reports_malformed_files(tmp_path):
         load_timeseries(tmp_path / "ragged.csv", max_bytes=4)
 
 
+def test_oversized_files_are_refused_from_their_headers_before_any_data_is_read(tmp_path):
+    import tracemalloc
+    import zipfile
+
+    def npy_header(shape) -> bytes:
+        import io
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                                   "shape": shape})
+        return buf.getvalue()
+
+    # a 100-byte NPZ whose header promises 10^10 values (a "zip bomb" without the work)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", npy_header((5_000_000_000, 2)) + b"\0" * 64)
+    # an NPZ whose member really unpacks to 48 MB of zeros (from 50 kB)
+    with zipfile.ZipFile(tmp_path / "zeros.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            f.write(npy_header((3_000_000, 2)))
+            for _ in range(48):
+                f.write(bytes(1_000_000))
+    np.save(tmp_path / "cube.npy", np.zeros((4, 5, 6)))
+    (tmp_path / "big.csv").write_text("1.5,2.5,3.5\n" * 40_000)       # 120,000 values
+    tracemalloc.start()
+    try:
+        with pytest.raises(SizeLimitError, match="10,000,000,000 values, over the limit"):
+            load_timeseries(tmp_path / "bomb.npz")
+        with pytest.raises(SizeLimitError, match="would decompress to 45.8 MiB"):
+            load_timeseries(tmp_path / "zeros.npz", max_values=1_000_000)
+        with pytest.raises(ShapeError, match=r"\(4, 5, 6\)"):
+            load_timeseries(tmp_path / "cube.npy")
+        with pytest.raises(SizeLimitError, match="more than 100,000 values"):
+            from_file(tmp_path / "big.csv", max_values=100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20                # refusals cost no more than a block of CSV lines
+    assert load_timeseries(tmp_path / "big.csv").shape == (40_000, 3)    # under the limit
+
+
 def test_sample_windows_are_contiguous_and_reproducible(lorenz):
     w = sample_windows(lorenz.x, 11, 5, generator=_gen(3))
     assert w.shape == (11, 5, 3)
@@ -508,8 +547,11 @@ def test_load_refuses_code_and_foreign_files(tmp_path):
             return (os.system, ("echo pwned",))
 
     torch.save({"format": "dynamics-explorer/checkpoint", "evil": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "evil.pt")
+    msg = str(info.value)            # one line of ours, not PyTorch's advice to load it unsafely
+    assert msg.startswith("evil.pt is refused") and "posix.system" in msg
+    assert "\n" not in msg and "weights_only" not in msg and len(msg) < 240
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a Dynamics Explorer checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

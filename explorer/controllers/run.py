@@ -770,19 +770,20 @@ class RunController(PageController):
 
     def load_checkpoint(self, content: bytes, filename: str = "checkpoint.pt") -> bool:
         """Restore a run from checkpoint bytes (read with ``weights_only=True``); it can then
-        be resumed. A running run is discarded first. Returns success."""
+        be resumed. A running run is discarded once the file has been read (a refused file
+        leaves it as it was). Returns success."""
         name = Path(str(filename or "checkpoint.pt")).name
         try:
             if not content:
                 raise ExplorerError(f"{name} is empty")
             if len(content) > MAX_UPLOAD_BYTES:
                 raise SizeLimitError(f"{name} is over the upload limit of {MAX_UPLOAD_BYTES / 2**20:.0f} MiB")
-            self._discard_run()
-            self.poll()
             with tempfile.TemporaryDirectory(prefix="explorer-ckpt-") as d:
                 path = Path(d) / "upload.pt"
                 path.write_bytes(content)
                 tr = self.load_trainer(path)
+            self._discard_run()              # only once the file is good: a bad one loses nothing
+            self.poll()
         except ExplorerError as e:
             self._error("checkpoint", f"{name}: {one_line(e)}" if not str(e).startswith(name) else one_line(e))
             return False

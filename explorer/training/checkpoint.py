@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -150,6 +151,15 @@ class Checkpoint:
                                           f"shapes ({k}: {sa.get(k)} vs {sb.get(k)})")
 
 
+def _unsafe_reason(e: BaseException) -> str:
+    """One line for a file the weights-only reader refused (PyTorch's own text is several
+    paragraphs and advises loading it unsafely)."""
+    m = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)", str(e))
+    what = f" (it names {m.group(1)})" if m else ""
+    return (f"it holds Python objects besides tensors and plain data{what}, and reading "
+            "those could run code; only checkpoints saved by Dynamics Explorer are read")
+
+
 def _one_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
@@ -251,7 +261,9 @@ def load_checkpoint(path, *, map_location: str | torch.device = "cpu") -> Checkp
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, TypeError,
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path.name} is refused: {_unsafe_reason(e)}") from e
+    except (RuntimeError, EOFError, ValueError, OSError, TypeError,
             AttributeError, ImportError, KeyError, IndexError, zipfile.BadZipFile,
             UnicodeDecodeError, MemoryError, OverflowError) as e:
         raise CheckpointError(f"{path.name} is not a readable checkpoint "

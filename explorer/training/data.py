@@ -21,7 +21,8 @@ import dataclasses
 import math
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,35 +252,67 @@ def from_system(system: DynamicalSystem, *, steps: int = 100_000, dt: float | No
 
 
 # ----------------------------------------------------------------------------- files
-def _parse_csv(text: str, name: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    rows: list[list[float]] = []
+def _parse_csv(lines, name: str, max_values: int, *, block: int = 8192
+               ) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Rows of numbers from text lines, parsed a block of lines at a time (NumPy's reader)
+    into float64 pieces: a file over ``max_values`` is refused as soon as it passes the
+    limit, so memory stays near 8 bytes a value. A bad block is re-read line by line for a
+    message naming the line."""
+    pieces: list[np.ndarray] = []
+    count = 0
     header = None
     delim: str | None = None
-    width = None
-    for lineno, line in enumerate(text.splitlines(), 1):
+    width: int | None = None
+    pending: list[tuple[int, str]] = []
+
+    def flush() -> None:
+        nonlocal count
+        if not pending:
+            return
+        try:
+            a = np.loadtxt([t for _, t in pending], delimiter=delim or None, ndmin=2,
+                           dtype=np.float64, comments=None)
+            ok = a.shape == (len(pending), width)
+        except ValueError:
+            ok = False
+        if not ok:
+            a = np.asarray([_csv_row(t, delim, width, name, n) for n, t in pending])
+        count += a.size
+        if count > max_values:
+            raise SizeLimitError(f"{name} has more than {max_values:,} values (line "
+                                 f"{pending[-1][0]}); subsample it first")
+        pieces.append(a)
+        pending.clear()
+
+    for lineno, line in enumerate(lines, 1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
         if delim is None:
             delim = next((d for d in (",", ";", "\t") if d in s), "")
-        toks = [t.strip() for t in (s.split(delim) if delim else s.split())]
-        try:
-            vals = [float(t) for t in toks]
-        except ValueError:
-            if not rows and header is None:
-                header = tuple(t.strip("\"'") for t in toks)          # a header row
-                width = len(toks)
-                continue
-            bad = next(t for t in toks if not _is_float(t))
-            raise DataError(f"{name}, line {lineno}: {bad!r} is not a number") from None
         if width is None:
-            width = len(vals)
-        elif len(vals) != width:
-            raise DataError(f"{name}, line {lineno}: {len(vals)} values, expected {width}")
-        rows.append(vals)
-    if not rows:
+            toks = [t.strip() for t in (s.split(delim) if delim else s.split())]
+            width = len(toks)
+            if not all(_is_float(t) for t in toks):
+                header = tuple(t.strip("\"'") for t in toks)           # a header row
+                continue
+        pending.append((lineno, s))
+        if len(pending) >= block:
+            flush()
+    flush()
+    if not pieces:
         raise DataError(f"{name} holds no numeric rows")
-    return np.asarray(rows, dtype=np.float64), header
+    return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), header
+
+
+def _csv_row(s: str, delim: str | None, width: int | None, name: str, lineno: int) -> list[float]:
+    toks = [t.strip() for t in (s.split(delim) if delim else s.split())]
+    bad = next((t for t in toks if not _is_float(t)), None)
+    if bad is not None:
+        raise DataError(f"{name}, line {lineno}: {bad!r} is not a number")
+    if len(toks) != width:
+        raise DataError(f"{name}, line {lineno}: {len(toks)} values, expected {width}")
+    return [float(t) for t in toks]
 
 
 def _is_float(t: str) -> bool:
@@ -290,7 +323,81 @@ def _is_float(t: str) -> bool:
         return False
 
 
-def _load(path, max_bytes: int) -> tuple[np.ndarray, tuple[str, ...] | None]:
+#: room for an NPY header in a ZIP member's size check
+NPY_HEADER_ROOM = 2**16
+
+
+def read_npy(fp, name: str, check: Callable[[tuple[int, ...], np.dtype], tuple[int, ...]], *,
+             error: type[DataError] = DataError) -> np.ndarray:
+    """An array from an open NPY stream with its header checked first: ``check(shape, dtype)``
+    raises for what the caller refuses (dtype, shape, too many values) and returns the shape
+    to read, so nothing but the header is read before a refusal (a small compressed file
+    cannot make the reader allocate gigabytes). Only the bytes the header promises are read;
+    a short stream is reported as truncated (``error``, one line)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise error(f"{name}: NPY format version {version[0]}.{version[1]} is not supported "
+                        "(save with numpy.save)")
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise error(f"{name}: not a valid NPY file ({_first_line(e)})") from None
+    if dtype.hasobject:
+        raise error(f"{name}: holds Python objects (a pickled array); only numeric arrays are "
+                    "accepted")
+    shape = check(tuple(int(n) for n in shape), dtype)
+    a = np.empty(math.prod(shape), dtype=dtype)
+    buf, got = memoryview(a).cast("B"), 0
+    while got < len(buf):
+        n = fp.readinto(buf[got:])
+        if not n:
+            raise error(f"{name}: truncated: the header promises {len(buf):,} bytes of data, "
+                        f"the file holds {got:,}")
+        got += n
+    return a.reshape(shape, order="F" if fortran else "C")
+
+
+def npz_member(zf: zipfile.ZipFile, members: Sequence[zipfile.ZipInfo], preferred: str, name: str,
+               max_values: int, *, error: type[DataError] = DataError,
+               size_error: type[ExplorerError] = SizeLimitError) -> zipfile.ZipInfo:
+    """The NPZ member to read (``preferred``, or the only one), refused when it would unpack
+    to more bytes than ``max_values`` float64 values and a header (the ZIP's own size field
+    bounds what the reader decompresses)."""
+    keys = [m.filename[:-4] for m in members]
+    if preferred in keys:
+        info = members[keys.index(preferred)]
+    elif len(members) == 1:
+        info = members[0]
+    else:
+        raise error(f"{name} holds arrays {', '.join(keys) or '(none)'}; store the series as "
+                    f"'{preferred}' or as the only array")
+    limit = max_values * 8 + NPY_HEADER_ROOM
+    if info.file_size > limit:
+        raise size_error(f"{name}: {info.filename} would decompress to "
+                         f"{info.file_size / 2**20:,.1f} MiB, over the limit of {max_values:,} values")
+    return info
+
+
+def _series_check(name: str, max_values: int):
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            raise DataError(f"{name} must hold real numbers, got dtype {dtype}")
+        if len(shape) > 2:
+            raise ShapeError(f"{name} must be a (T, N) array (time along rows), got shape {shape}")
+        count = math.prod(shape)
+        if count > max_values:
+            raise SizeLimitError(f"{name} has {count:,} values, over the limit of "
+                                 f"{max_values:,}; subsample it first")
+        return shape
+    return check
+
+
+def _load(path, max_bytes: int, max_values: int = MAX_VALUES
+          ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     p = os.fspath(path)
     name = os.path.basename(p)
     if not os.path.isfile(p):
@@ -303,44 +410,51 @@ def _load(path, max_bytes: int) -> tuple[np.ndarray, tuple[str, ...] | None]:
     try:
         if ext in (".csv", ".txt", ".tsv", ".dat"):
             with open(p, encoding="utf-8") as f:
-                return _parse_csv(f.read(), name)
+                return _parse_csv(f, name, max_values)
         if ext == ".npy":
-            return np.load(p, allow_pickle=False), None
+            with open(p, "rb") as f:
+                return read_npy(f, name, _series_check(name, max_values)), None
         if ext == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if "x" in keys:
-                    return z["x"], None
-                if len(keys) == 1:
-                    return z[keys[0]], None
-                raise DataError(f"{name} holds arrays {', '.join(keys) or '(none)'}; store the "
-                                "series as 'x' or as the only array")
-    except DataError:
+            with zipfile.ZipFile(p) as z:
+                members = [i for i in z.infolist() if i.filename.endswith(".npy")]
+                info = npz_member(z, members, "x", name, max_values)
+                with z.open(info) as f:
+                    return read_npy(f, name, _series_check(name, max_values)), None
+    except ExplorerError:
         raise
     except UnicodeDecodeError as e:
         raise DataError(f"{name} is not a UTF-8 text file") from e
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{name} could not be read as {ext[1:].upper()}: {e}") from e
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as e:
+        raise DataError(f"{name} could not be read as {ext[1:].upper()}: {_first_line(e)}") from e
     raise DataError(f"{name}: unknown file type {ext or '(none)'}; use .csv, .npy or .npz")
 
 
-def load_timeseries(path, *, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def load_timeseries(path, *, max_bytes: int = MAX_FILE_BYTES, max_values: int = MAX_VALUES) -> np.ndarray:
     """Read a time series from CSV (comma, semicolon, tab or space separated; an optional
     header row; ``#`` comments), NPY, or NPZ (the array ``x``, or the only array).
 
     Returns the raw array as float64 (validate it with :func:`validate_array` or load it with
     :func:`from_file`). Raises :class:`DataError` naming the file (and line) on malformed
-    input, :class:`SizeLimitError` for files over ``max_bytes``.
+    input, :class:`SizeLimitError` for files over ``max_bytes`` or holding more than
+    ``max_values`` values: read from the NPY header (also inside an NPZ) before any data is
+    read, and while a CSV streams in, so a refusal costs no memory.
     """
-    a, _ = _load(path, max_bytes)
+    a, _ = _load(path, max_bytes, max_values)
     return _numeric(a, os.path.basename(os.fspath(path)))
 
 
 def from_file(path, *, dt: float = 1.0, max_bytes: int = MAX_FILE_BYTES, **kw) -> TimeSeries:
     """:func:`load_timeseries` then :func:`from_array` (a CSV header names the variables)."""
-    a, header = _load(path, max_bytes)
+    limits = {k: kw.pop(k) for k in ("min_length", "max_values") if k in kw}
+    a, header = _load(path, max_bytes, limits.get("max_values", MAX_VALUES))
     name = os.path.basename(os.fspath(path))
-    a = validate_array(a, what=name, **{k: kw.pop(k) for k in ("min_length", "max_values") if k in kw})
+    a = validate_array(a, what=name, **limits)
     if header is not None and len(header) == a.shape[1] and "variables" not in kw:
         kw["variables"] = header
     return from_array(a, dt=dt, source=name, **kw)

@@ -36,7 +36,7 @@ import torch
 
 from ..core.errors import ParameterError
 from ..core.render import FrameSet
-from .data import MAX_FILE_BYTES, MAX_VALUES, DataError
+from .data import MAX_FILE_BYTES, MAX_VALUES, DataError, npz_member, read_npy
 
 #: frame height and width in pixels: inclusive range
 MIN_SIDE, MAX_SIDE = 8, 128
@@ -47,7 +47,6 @@ MAX_ENTRIES = 20_000
 #: largest uncompressed PNG file (one frame of at most 128 x 128 pixels, with metadata)
 MAX_PNG_BYTES = 4 * 2**20
 #: room for an NPY header inside an NPZ member
-_NPY_HEADER_ROOM = 2**16
 
 
 class FrameDataError(DataError):
@@ -108,48 +107,22 @@ def _as_unit(a: np.ndarray, name: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- NPY / NPZ
+def _frames_check(name: str, max_values: int):
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+        _check_dtype(dtype, name)
+        return _check_shape(shape, name, max_values)
+    return check
+
+
 def _read_npy(fp, name: str, max_values: int) -> np.ndarray:
-    """An NPY stream -> (T, H, W) array in its own dtype; the header is checked first and
-    only the bytes it promises are read."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
-        else:
-            raise FrameDataError(f"{name}: NPY format version {version[0]}.{version[1]} is not "
-                                 "supported (save with numpy.save)")
-    except (ValueError, EOFError, SyntaxError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FrameDataError(f"{name}: not a valid NPY file ({msg})") from None
-    _check_dtype(dtype, name)
-    T, H, W = _check_shape(shape, name, max_values)
-    count = T * H * W
-    nbytes = count * dtype.itemsize
-    data = fp.read(nbytes)
-    if len(data) < nbytes:
-        raise FrameDataError(f"{name}: truncated: the header promises {nbytes:,} bytes of data, "
-                             f"the file holds {len(data):,}")
-    a = np.frombuffer(data, dtype=dtype, count=count)
-    return a.reshape((T, H, W), order="F" if fortran else "C")
+    """An NPY stream -> (T, H, W) array in its own dtype (header checked first)."""
+    return read_npy(fp, name, _frames_check(name, max_values), error=FrameDataError)
 
 
 def _read_npz(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], name: str,
               max_values: int) -> np.ndarray:
-    keys = [m.filename[:-4] for m in members]
-    if len(members) == 1:
-        info = members[0]
-    elif "frames" in keys:
-        info = members[keys.index("frames")]
-    else:
-        raise FrameDataError(f"{name}: holds arrays {', '.join(keys) or '(none)'}; store the "
-                             "frames as 'frames' or as the only array")
-    limit = max_values * 8 + _NPY_HEADER_ROOM
-    if info.file_size > limit:
-        raise FrameDataError(f"{name}: array {info.filename} would decompress to "
-                             f"{_mib(info.file_size)}, over the limit of {_mib(limit)}")
+    info = npz_member(zf, members, "frames", name, max_values, error=FrameDataError,
+                      size_error=FrameDataError)
     with zf.open(info) as fp:
         return _read_npy(fp, f"{name}:{info.filename}", max_values)
 
