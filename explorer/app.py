@@ -46,25 +46,96 @@ def _quiet_disconnects() -> None:
         logging.getLogger(name).addFilter(_DisconnectFilter())
 
 
-def serve(port: int = 5006, address: str = "localhost", show: bool = False) -> None:
+def server_stats(sessions: int | None = None, *, collect: bool = False) -> dict:
+    """What this server process holds now: sessions open (``sessions``, from the server),
+    page controllers and views alive, background-job threads, training runs against their
+    limit, all threads, resident memory (MiB) and process CPU seconds. ``collect`` runs the
+    garbage collector first (a closed session's objects should then be gone)."""
+    import gc
+    import resource
+    import threading
+
+    from .controllers.base import LIVE_CONTROLLERS
+    from .controllers.run import RUNS
+    from .views.base import LIVE_VIEWS
+
+    if collect:
+        gc.collect()
+    rss = 0.0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+    except OSError:                      # not Linux: the peak instead of the current size
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    threads = threading.enumerate()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"sessions": sessions, "controllers": len(LIVE_CONTROLLERS), "views": len(LIVE_VIEWS),
+            "job_threads": sum(t.name.startswith("explorer-") for t in threads),
+            "threads": threading.active_count(), "runs_active": RUNS.active,
+            "runs_limit": RUNS.limit(), "rss_mb": round(rss, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+def _stats_handler():
+    """A tornado handler for ``/stats`` (JSON of :func:`server_stats`; ``?gc=1`` collects
+    first). Served with ``--admin`` only."""
+    import json
+
+    from tornado.web import RequestHandler
+
+    class StatsHandler(RequestHandler):
+        def get(self) -> None:
+            contexts = getattr(self.application, "_applications", {}).values()
+            sessions = sum(len(getattr(c, "sessions", ())) for c in contexts)
+            stats = server_stats(sessions, collect=self.get_argument("gc", "0") == "1")
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.write(json.dumps(stats))
+
+    return StatsHandler
+
+
+def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
+          num_procs: int = 1, num_threads: int | None = None, admin: bool = False,
+          allow_origin: list[str] | None = None) -> None:
     """Serve the app at ``http://<address>:<port>/explorer`` (blocking).
 
     First-use costs (HoloViews/Bokeh model building, numba's datashader compilation, the
     native simulation library) are paid here, before the port opens, so the first student's
-    tab is as fast as the later ones."""
+    tab is as fast as the later ones.
+
+    Args:
+        num_procs: server processes sharing the port (Bokeh forks them after the warm-up;
+            each holds its own sessions; 0 = one per core). See docs/deploy.md.
+        num_threads: threads that run widget callbacks (Panel's ``nthreads``; None: Panel's
+            default of the event loop itself). Heavy work runs in the pages' job threads
+            either way.
+        admin: serve Panel's admin view at ``/admin`` (sessions, memory, CPU, logs) and this
+            app's figures at ``/stats`` (JSON of :func:`server_stats`).
+        allow_origin: extra ``host:port`` origins allowed to open the websocket (behind a
+            proxy or under another host name).
+    """
     import logging
 
     from .views.attractors import warm_up
 
     _quiet_disconnects()
+    if num_procs < 0:
+        raise ValueError(f"num_procs must be 0 (one per core) or more, got {num_procs}")
     try:
         seconds = warm_up()
         logging.getLogger(__name__).info("warmed up in %.1f s", seconds)
     except Exception:  # a failed warm-up only costs the first session its speed
         logging.getLogger(__name__).exception("warm-up failed (the app still serves)")
+    if num_threads is not None:
+        pn.config.nthreads = num_threads
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(allow_origin or [])]
     pn.serve({"explorer": create_app}, port=port, address=address, show=show,
-             websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"],
-             title="Dynamics Explorer", threaded=False,
+             websocket_origin=origins, title="Dynamics Explorer", threaded=False,
+             num_procs=num_procs, admin=admin,
+             extra_patterns=[(r"/stats", _stats_handler())] if admin else [],
              # a closed tab's session (its jobs, its live animation) is cleaned up within seconds
              check_unused_sessions=2000, unused_session_lifetime=2000)
 

@@ -749,7 +749,8 @@ def cmd_serve(args) -> int:
     _setup_device(args)
     from .app import serve
 
-    serve(port=args.port, address=args.address, show=args.show)
+    serve(port=args.port, address=args.address, show=args.show, num_procs=args.num_procs,
+          num_threads=args.num_threads, admin=args.admin, allow_origin=args.allow_origin)
     return 0
 
 
@@ -984,6 +985,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=argparse.SUPPRESS,
                    help="compute device: cpu, cuda, cuda:N or auto (default: EXPLORER_DEVICE, else auto)")
     s.add_argument("--show", action="store_true", help="open a browser tab")
+    s.add_argument("--num-procs", type=int, default=1,
+                   help="server processes sharing the port (0: one per core); see docs/deploy.md")
+    s.add_argument("--num-threads", type=int, default=None,
+                   help="threads for widget callbacks (default: the event loop's own thread)")
+    s.add_argument("--admin", action="store_true",
+                   help="serve the admin view at /admin (sessions, memory, CPU; off by default)")
+    s.add_argument("--allow-origin", action="append", metavar="HOST:PORT",
+                   help="another origin allowed to open the websocket (repeatable; behind a proxy)")
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -82,6 +82,70 @@ def test_newer_job_supersedes_running_one():
     assert saw_stop.wait(5)                             # and the old job was told to stop
 
 
+def test_admission_queues_jobs_over_the_server_limit_and_serves_the_quiet_session_first(monkeypatch):
+    from explorer.controllers.jobs import Admission
+
+    monkeypatch.setenv("EXPLORER_TEST_SLOTS", "2")
+    adm = Admission(env="EXPLORER_TEST_SLOTS")
+    greedy, quiet = JobRunner(admission=adm), JobRunner(admission=adm)
+    gates = {k: threading.Event() for k in ("a", "b", "c", "d")}
+    started: list[str] = []
+
+    def job(key):
+        def fn(stop, progress):
+            started.append(key)
+            while not gates[key].wait(0.01):
+                if stop.is_set():
+                    return None
+            return key
+        return fn
+
+    def until(cond, timeout=5.0):
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end:
+            time.sleep(0.01)
+        return cond()
+
+    for k in ("a", "b", "c"):                       # one session asks for three jobs
+        greedy.submit(k, job(k))
+    assert until(lambda: len(started) == 2 and adm.queued == 1)
+    quiet.submit("d", job("d"))                      # another session asks for one, later
+    assert until(lambda: adm.queued == 2)
+    assert quiet.queue_position()[1] == 0            # it holds no slot: first in line
+    assert greedy.queue_position()[0].key == "c" and greedy.queue_position()[1] == 1
+    gates[started[0]].set()                          # a slot frees ...
+    assert until(lambda: "d" in started)             # ... and goes to the quiet session
+    assert "c" not in started and adm.active == 2
+    greedy.cancel("c")                               # a waiting job stops like a running one
+    assert until(lambda: adm.queued == 0)
+    for g in gates.values():
+        g.set()
+    assert greedy.wait(5) and quiet.wait(5) and adm.active == 0
+    assert "c" not in started                        # it never ran
+
+
+def test_a_queued_job_says_so_in_the_status_line_until_it_computes(monkeypatch):
+    from explorer.controllers.base import PageController
+
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    busy, waiting = PageController(auto=False), PageController(auto=False)
+    gate = threading.Event()
+    try:
+        busy._submit("long", lambda stop, progress: gate.wait(10), "a long job")
+        time.sleep(0.2)
+        waiting._submit("lyapunov", lambda stop, progress: 1.0, "Lyapunov spectrum")
+        time.sleep(0.2)
+        waiting.poll()
+        assert waiting.status.startswith("⏳ Lyapunov spectrum: queued, position 1")
+        gate.set()
+        waiting.wait(10)
+        assert waiting.status.startswith("Lyapunov spectrum: done")
+    finally:
+        gate.set()
+        busy.close()
+        waiting.close()
+
+
 def test_job_errors_are_messages_not_exceptions():
     runner = JobRunner(log=lambda text: None)
 

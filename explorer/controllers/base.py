@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import html
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -119,6 +120,11 @@ def link_notice(problems: list[str]) -> str:
     return html.escape("Not used from the link, defaults kept: " + "; ".join(problems), quote=False)
 
 
+#: every page controller alive in this process (the server's /stats counts them: a closed
+#: session's controller must disappear)
+LIVE_CONTROLLERS: "weakref.WeakSet[PageController]" = weakref.WeakSet()
+
+
 class PageController(param.Parameterized):
     """Status, errors, device and background jobs of one page in one browser session."""
 
@@ -131,6 +137,7 @@ class PageController(param.Parameterized):
     def __init__(self, *, auto: bool = True, notify: Callable[[], None] | None = None, **params):
         super().__init__(**params)
         self.jobs = JobRunner(notify=notify)
+        LIVE_CONTROLLERS.add(self)
         self.auto = auto                  # settings changes start their computations
         self._suspend = 0                 # > 0: watchers ignore changes (bulk updates)
         self._closed = False
@@ -214,7 +221,23 @@ class PageController(param.Parameterized):
         done = self.jobs.poll()
         for d in done:
             self._job_done(d)
+        self._show_queue()
         return done
+
+    def _show_queue(self) -> None:
+        """While one of this page's jobs waits for a server slot, the status line says so
+        (and how many jobs are ahead); once it computes, the status says that again."""
+        waiting = self.jobs.queue_position()
+        if waiting is not None:
+            job, ahead = waiting
+            adm = self.jobs.admission
+            self.status = (f"⏳ {job.label}: queued, position {ahead + 1} (the server is busy: it "
+                           f"computes {adm.limit()} jobs at once for everyone)")
+            self._queued_label = job.label
+        elif getattr(self, "_queued_label", None):
+            label, self._queued_label = self._queued_label, None
+            if self.status.startswith("⏳"):
+                self.status = f"{label} on {self._job_device()} ..."
 
     def busy(self) -> bool:
         """Anything still computing (the view's tick runs while this is true)."""

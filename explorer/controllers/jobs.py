@@ -57,6 +57,89 @@ class Done:
 
 _RUNNERS: "weakref.WeakSet[JobRunner]" = weakref.WeakSet()
 
+#: environment variable: most background jobs computing at once in one process (all sessions)
+MAX_JOBS_ENV = "EXPLORER_MAX_JOBS"
+
+
+class Admission:
+    """Server-wide slots for background jobs, so that one session's heavy work cannot starve
+    the others: at most :meth:`limit` jobs compute at once (default: twice the cores, at least 4;
+    ``EXPLORER_MAX_JOBS``); the rest wait in a queue. A freed slot goes to the waiting job
+    whose session holds the fewest slots (oldest first among equals), so a session with
+    many jobs cannot keep the others out. A job waiting is stopped like a running one.
+    """
+
+    def __init__(self, env: str = MAX_JOBS_ENV):
+        import os
+        self.env = env
+        self.default = max(4, 2 * (os.cpu_count() or 1))
+        self._cond = threading.Condition()
+        self._active: dict[int, int] = {}                 # owner id -> slots held
+        self._waiting: list[tuple[int, Job]] = []          # arrival order
+
+    def limit(self) -> int:
+        import os
+        try:
+            return max(1, int(os.environ.get(self.env, str(self.default))))
+        except ValueError:
+            return self.default
+
+    @property
+    def active(self) -> int:
+        with self._cond:
+            return sum(self._active.values())
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def _next(self) -> tuple[int, Job] | None:
+        if not self._waiting:
+            return None
+        return min(self._waiting, key=lambda w: self._active.get(w[0], 0))   # min is stable
+
+    def acquire(self, owner: object, job: Job) -> bool:
+        """Wait for a slot (False when ``job.stop`` is set first)."""
+        me = (id(owner), job)
+        with self._cond:
+            self._waiting.append(me)
+            try:
+                while True:
+                    if job.stop.is_set():
+                        return False
+                    if sum(self._active.values()) < self.limit() and self._next() is me:
+                        self._active[me[0]] = self._active.get(me[0], 0) + 1
+                        return True
+                    self._cond.wait(0.1)
+            finally:
+                self._waiting.remove(me)
+                self._cond.notify_all()
+
+    def release(self, owner: object) -> None:
+        with self._cond:
+            k = id(owner)
+            n = self._active.get(k, 0) - 1
+            if n > 0:
+                self._active[k] = n
+            else:
+                self._active.pop(k, None)
+            self._cond.notify_all()
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs are ahead of ``job`` in the queue (None: not waiting)."""
+        with self._cond:
+            order = sorted(range(len(self._waiting)),
+                           key=lambda i: (self._active.get(self._waiting[i][0], 0), i))
+            for rank, i in enumerate(order):
+                if self._waiting[i][1] is job:
+                    return rank
+        return None
+
+
+#: the process's admission (every page's jobs share it)
+ADMISSION = Admission()
+
 
 @atexit.register
 def _close_all(timeout: float = 2.0) -> None:
@@ -83,7 +166,9 @@ class JobRunner:
     """
 
     def __init__(self, notify: Callable[[], None] | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None,
+                 admission: Admission | None = ADMISSION):
+        self.admission = admission
         self._lock = threading.Lock()
         self._current: dict[str, Job] = {}
         self._generation: dict[str, int] = {}
@@ -112,7 +197,13 @@ class JobRunner:
 
         def work() -> None:
             value, error, internal = None, None, False
+            admitted = False
             try:
+                if self.admission is not None:
+                    admitted = self.admission.acquire(self, job)
+                    if not admitted:                  # stopped while waiting
+                        raise ExplorerError("stopped before it started")
+                job.started = time.perf_counter()
                 value = fn(stop=job.stop, progress=progress)
             except ExplorerError as e:
                 error = str(e)
@@ -122,6 +213,9 @@ class JobRunner:
                 internal = True
                 error = f"internal error ({type(e).__name__}: {e}); details are in the server log"
                 self._log(traceback.format_exc())
+            finally:
+                if admitted:
+                    self.admission.release(self)
             self._finish(job, value, error, internal)
 
         job.thread = threading.Thread(target=work, name=f"explorer-{key}-{gen}", daemon=True)
@@ -153,6 +247,17 @@ class JobRunner:
                 out.append(self._done.get_nowait())
             except queue.Empty:
                 return out
+
+    def queue_position(self) -> tuple[Job, int] | None:
+        """The first of this runner's jobs that waits for a slot, and how many jobs are ahead
+        of it (None: none waits)."""
+        if self.admission is None:
+            return None
+        for job in self.running():
+            n = self.admission.position(job)
+            if n is not None:
+                return job, n
+        return None
 
     def running(self) -> list[Job]:
         """Jobs still running, oldest first."""

@@ -20,6 +20,7 @@ A page view subclasses it, builds ``self.sidebar`` and ``self.main`` and overrid
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any, Callable
 
 import panel as pn
@@ -28,6 +29,10 @@ import param
 from ..controllers.base import PageController, one_line
 from ..core.errors import ExplorerError
 from .shell import schedule
+
+
+#: every page view alive in this process (counted by the server's /stats)
+LIVE_VIEWS: "weakref.WeakSet[PageView]" = weakref.WeakSet()
 
 
 class PageView(pn.viewable.Viewer):
@@ -46,6 +51,7 @@ class PageView(pn.viewable.Viewer):
         self._was_connected = False
         self._closables: list[Any] = []
         controller.jobs.notify = self._schedule_poll
+        LIVE_VIEWS.add(self)
         if self.served:
             pn.state.on_session_destroyed(lambda ctx: self.close())
 

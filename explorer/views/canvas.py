@@ -185,7 +185,7 @@ class ProjectionCanvas:
         self.rotator, self.on_drawn, self.on_tap = rotator, on_drawn, on_tap
         self.pipe = hv.streams.Pipe(data=None)          # projected points (sparse) and settings
         self.image_pipe = plots.QuietPipe(data=None)    # the dense image
-        self.jobs = JobRunner(notify=notify)
+        self.jobs = JobRunner(notify=notify, admission=None)   # drawing never waits in the queue
         self.trails = Trails()
         self.fig = self.colorbar = self._img_source = None
         self._img_dims: tuple = ()
