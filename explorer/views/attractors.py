@@ -552,6 +552,8 @@ def warm_up() -> float:
     doc = Document()
     with set_curdoc(doc):
         view = AttractorsPanel(controller)
-        pn.Row(view.sidebar, view.main).get_root(doc)
+        layout = pn.Row(view.sidebar, view.main)
+        root = layout.get_root(doc)
         view.close()
+        layout._cleanup(root)          # HoloViews' plot callbacks: the warm-up leaves nothing
     return time.perf_counter() - t0

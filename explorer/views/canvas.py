@@ -198,7 +198,7 @@ class ProjectionCanvas:
         pts = hv.DynamicMap(lambda data: plots.points_element(data, dense=False) if data
                             else plots.empty_points(), streams=[self.pipe])
         img_o = img.apply.opts(cmap=cmap).opts(clim=(0.0, 1.0), colorbar=False, tools=["tap"],
-                                               framewise=True, hooks=[self._hook], **PLOT_OPTS)
+                                               framewise=True, hooks=[plots.weak_hook(self._hook)], **PLOT_OPTS)
         pts_o = pts.apply.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
                                                           framewise=True)
         self.view_range = hv.streams.RangeXY(source=img)
@@ -393,7 +393,7 @@ class ParameterMapImage:
         self.range = hv.streams.RangeXY(source=self.image)
         self.range.add_subscriber(self._on_range)
         self.spans = crosshair("#212529")            # dark: visible on every colour map
-        self.pane = pn.pane.HoloViews(self.image.opts(hooks=[self._hook]), linked_axes=False,
+        self.pane = pn.pane.HoloViews(self.image.opts(hooks=[plots.weak_hook(self._hook)]), linked_axes=False,
                                       sizing_mode="stretch_width", min_height=min_height)
 
     def _on_range(self, x_range=None, y_range=None) -> None:
@@ -444,7 +444,7 @@ class OrbitDiagram:
         self.range = hv.streams.RangeX(source=self.raster)
         self.range.add_subscriber(self._on_range)
         self.span = crosshair()[0]
-        self.pane = pn.pane.HoloViews(self.raster.opts(hooks=[self._hook]), linked_axes=False,
+        self.pane = pn.pane.HoloViews(self.raster.opts(hooks=[plots.weak_hook(self._hook)]), linked_axes=False,
                                       sizing_mode="stretch_width", min_height=min_height)
 
     def _on_range(self, x_range=None) -> None:

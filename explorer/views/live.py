@@ -89,7 +89,7 @@ class LivePlot:
         dm = hv.DynamicMap(lambda data: builder(data), streams=[self.pipe])
         fw = dict(framewise=True)
         self.dmap = dm.opts(hv.opts.Curve(**fw), hv.opts.Points(**fw), hv.opts.Scatter(**fw),
-                            hv.opts.Overlay(hooks=[self._hook], responsive=True, height=height,
+                            hv.opts.Overlay(hooks=[plots.weak_hook(self._hook)], responsive=True, height=height,
                                             **fw, **PLOT_OPTS))
         self.pane = pn.pane.HoloViews(self.dmap, linked_axes=False, sizing_mode="stretch_width",
                                       height=height + 10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 
 import holoviews as hv
 import numpy as np
@@ -27,6 +28,21 @@ LINE = "#3b6ea5"
 
 
 # ------------------------------------------------------------------ geometry
+def weak_hook(method):
+    """A HoloViews plot hook that calls a bound ``method`` without keeping its object alive.
+
+    HoloViews keeps an element's options (hooks included) in a process-wide tree until the
+    element is freed; a hook bound to a session's canvas would hold the canvas, and through
+    it the element, the page and the controller: every closed session would stay in memory."""
+    ref = weakref.WeakMethod(method)
+
+    def hook(plot, element):
+        m = ref()
+        if m is not None:
+            m(plot, element)
+    return hook
+
+
 def screen_dims(labels) -> list[hv.Dimension]:
     """The attractor plot's two axes: always named ``u`` and ``v`` (the Bokeh columns never
     change name between systems, so no glyph ever points at a column a new source lacks),
