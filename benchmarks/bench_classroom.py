@@ -156,6 +156,22 @@ class Server:
                                     timeout=timeout) as resp:
             return json.loads(resp.read())
 
+    def read(self, gc: bool = False, timeout: float = 180.0) -> dict:
+        """/stats once it answers (a busy server's event loop may not for a while): the figures,
+        with ``answered_after_s``; ``{"error": ...}`` when it never did within ``timeout``."""
+        t0 = time.perf_counter()
+        last = None
+        while time.perf_counter() - t0 < timeout:
+            self.check()
+            try:
+                out = self.stats(gc=gc, timeout=max(1.0, min(60.0, timeout - (time.perf_counter() - t0))))
+                out["answered_after_s"] = r(time.perf_counter() - t0, 3)
+                return out
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last = e
+                time.sleep(0.5)
+        return {"error": f"/stats did not answer within {timeout:.0f} s ({one_line(last)})"}
+
     def get_page(self, query: str = "", timeout: float = 120.0) -> tuple[float, int]:
         """One plain GET of the app (the server builds a session): (seconds, bytes)."""
         t0 = time.perf_counter()
@@ -208,6 +224,13 @@ def drain(server: Server, timeout: float = 30.0) -> float | None:
     """Wait until the server holds no session (GET sessions expire ~2-4 s after their GET)."""
     waited, _ = server.wait_until(lambda s: s.get("sessions") == 0, timeout, poll=0.25)
     return waited
+
+
+def delta(a: dict, b: dict, key: str, per: float = 1.0, nd: int = 3):
+    """(b[key] - a[key]) / per, or None where a reading is missing."""
+    if not isinstance(a.get(key), (int, float)) or not isinstance(b.get(key), (int, float)):
+        return None
+    return r((b[key] - a[key]) / per, nd)
 
 
 def fire_gets(server: Server, n: int, timeout: float = 180.0) -> tuple[list, list[str], float]:
@@ -304,19 +327,19 @@ def step_session_cost(server: Server, n: int) -> dict:
         s, b = server.get_page()
         secs.append(s)
         sizes.append(b)
-    right_after = server.stats()
-    drained = drain(server)
-    after = server.stats()
+    right_after = server.read()
+    drained = drain(server, 60)
+    after = server.read()
     out = {"gets": n, "get_s": summary(secs),
            "page_bytes": sizes[-1] if sizes else None,
-           "cpu_s_per_session_build": r((right_after["cpu_s"] - before["cpu_s"]) / n, 3),
-           "cpu_s_per_session_total": r((after["cpu_s"] - before["cpu_s"]) / n, 3),
+           "cpu_s_per_session_build": delta(before, right_after, "cpu_s", n),
+           "cpu_s_per_session_total": delta(before, after, "cpu_s", n),
            "cleanup_wait_s": r(drained, 2),
            "sessions_after_last_get": right_after.get("sessions"),
            "rss_mb_before": before.get("rss_mb"), "rss_mb_after_last_get": right_after.get("rss_mb"),
            "rss_mb_after_cleanup": after.get("rss_mb")}
     if drained is None:
-        out["warning"] = f"sessions did not expire within 30 s (still {after.get('sessions')})"
+        out["warning"] = f"sessions did not expire within 60 s (still {after.get('sessions')})"
     return out
 
 
@@ -324,11 +347,12 @@ def step_burst(server: Server, n: int) -> dict:
     drain(server)
     before = server.stats()
     done, errors, wall = fire_gets(server, n)
-    after = server.stats()
+    after = server.read()
     ok = [d for d in done if d is not None]
     out = {"gets": n, "completed": len(ok), "failed": len(errors), "errors": errors[:5],
            "completion_s": summary(ok), "wall_s": r(wall, 3),
-           "cpu_s_during": r(after["cpu_s"] - before["cpu_s"], 3),
+           "cpu_s_during": delta(before, after, "cpu_s"),
+           "stats_answered_after_s": after.get("answered_after_s"),
            "rss_mb_before": before.get("rss_mb"), "rss_mb_after": after.get("rss_mb"),
            "sessions_after": after.get("sessions")}
     out["cleanup_wait_s"] = r(drain(server, 60), 2)
@@ -346,7 +370,7 @@ async def step_pages(server: Server, browser, n: int, timeout: float) -> dict:
     recs = await asyncio.gather(*(open_and_render(browser, server.url, t0=t0, ctx=c, page=p,
                                                   timeout=timeout) for c, p in ctxs))
     wall = time.perf_counter() - t0
-    after = await asyncio.to_thread(server.stats)
+    after = await asyncio.to_thread(server.read)
     for rec in recs:
         await close_rec(rec)
     errors = [rec["error"] for rec in recs if "error" in rec]
@@ -355,7 +379,9 @@ async def step_pages(server: Server, browser, n: int, timeout: float) -> dict:
            "first_plot_s": summary(rec.get("canvas_s") for rec in recs),
            "status_done_s": summary(rec.get("done_s") for rec in recs),
            "html_loaded_s": summary(rec.get("loaded_s") for rec in recs),
-           "wall_s": r(wall, 3), "cpu_s_during": r(after["cpu_s"] - before["cpu_s"], 3),
+           "wall_s": r(wall, 3), "cpu_s_during": delta(before, after, "cpu_s"),
+           "stats_answered_after_s": after.get("answered_after_s"),
+           "stats_error": after.get("error"),
            "rss_mb_before": before.get("rss_mb"), "rss_mb_with_pages_open": after.get("rss_mb"),
            "threads_with_pages_open": after.get("threads"),
            "errors": errors[:5], "console_errors": console[:5],
@@ -391,9 +417,11 @@ async def step_leak(server: Server, browser, total: int, settle: float, timeout:
         print(f"  {k + len(recs)}/{n_pages} pages opened and closed "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     opened_s = time.perf_counter() - t0
-    peak = await asyncio.to_thread(server.stats)
+    peak = await asyncio.to_thread(server.read)
     await asyncio.sleep(settle)
-    after = await asyncio.to_thread(server.stats, True)
+    after = await asyncio.to_thread(server.read, True)
+    if "error" in after:
+        raise BenchError(f"the reading after the quiet failed: {after['error']}")
 
     def back(s: dict) -> bool:
         return all(s.get(k) is not None and s[k] <= before[k] for k in ("controllers", "views"))
@@ -404,7 +432,7 @@ async def step_leak(server: Server, browser, total: int, settle: float, timeout:
            "before": {k: before.get(k) for k in LEAK_KEYS},
            "peak_after_last_close": {k: peak.get(k) for k in LEAK_KEYS},
            "after": {k: after.get(k) for k in LEAK_KEYS},
-           "rss_change_mb": r(after["rss_mb"] - before["rss_mb"], 1),
+           "rss_change_mb": delta(before, after, "rss_mb", nd=1),
            "rss_change_percent": r(100 * (after["rss_mb"] - before["rss_mb"]) / before["rss_mb"], 2),
            "threads_change": after["threads"] - before["threads"],
            "controllers_views_back_to_start": back(after)}
@@ -483,7 +511,7 @@ async def step_run_slot(server: Server, browser, timeout: float) -> dict:
         await asyncio.sleep(0.1)
     out["slot_freed_after_close_s"] = r(freed, 3)
     out["session_gone_after_close_s"] = r(session_gone, 3)
-    final = await asyncio.to_thread(server.stats)
+    final = await asyncio.to_thread(server.read)
     out["runs_active_at_end"] = final.get("runs_active")
     if freed is None:
         out["error"] = f"runs_active still {final.get('runs_active')} 120 s after the close"
@@ -651,10 +679,12 @@ def main(argv=None) -> int:
 
         with contextlib.suppress(Exception):
             res["server"]["stats_at_end_gc"] = server.stats(gc=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         failed = True
-        res["errors"]["benchmark"] = "interrupted"
-        print("\ninterrupted: the server is stopped, the figures so far are written")
+        res["errors"]["benchmark"] = f"interrupted ({e or 'Ctrl-C'})"
+        print(f"\ninterrupted ({e or 'Ctrl-C'}): the server is stopped, the figures so far "
+              "are written")
+        traceback.print_exc(limit=6)
     except Exception as e:                  # noqa: BLE001 - written below, then exit 1
         failed = True
         res["errors"]["benchmark"] = one_line(e)
