@@ -61,6 +61,16 @@ _RUNNERS: "weakref.WeakSet[JobRunner]" = weakref.WeakSet()
 MAX_JOBS_ENV = "EXPLORER_MAX_JOBS"
 
 
+def env_limit(env: str, default: int) -> int:
+    """A positive count from environment variable ``env`` (``default`` when unset or not a
+    number)."""
+    import os
+    try:
+        return max(1, int(os.environ.get(env, str(default))))
+    except ValueError:
+        return default
+
+
 class Admission:
     """Server-wide slots for background jobs, so that one session's heavy work cannot starve
     the others: at most :meth:`limit` jobs compute at once (default: twice the cores, at least 4;
@@ -78,11 +88,7 @@ class Admission:
         self._waiting: list[tuple[int, Job]] = []          # arrival order
 
     def limit(self) -> int:
-        import os
-        try:
-            return max(1, int(os.environ.get(self.env, str(self.default))))
-        except ValueError:
-            return self.default
+        return env_limit(self.env, self.default)
 
     @property
     def active(self) -> int:

@@ -41,6 +41,7 @@ import torch
 
 from ..core.errors import ExplorerError, SizeLimitError
 from .base import PageController, one_line
+from .jobs import env_limit
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ class RunLimit:
         self._active = 0
 
     def limit(self) -> int:
-        try:
-            return max(1, int(os.environ.get(self.env, str(self.default))))
-        except ValueError:
-            return self.default
+        return env_limit(self.env, self.default)
 
     @property
     def active(self) -> int:
