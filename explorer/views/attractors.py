@@ -556,4 +556,5 @@ def warm_up() -> float:
         root = layout.get_root(doc)
         view.close()
         layout._cleanup(root)          # HoloViews' plot callbacks: the warm-up leaves nothing
+        pn.state._views.pop(root.ref["id"], None)
     return time.perf_counter() - t0

@@ -228,10 +228,28 @@ class PageView(pn.viewable.Viewer):
                 obj.close()
             except Exception:  # never let one failing clean-up keep the others alive
                 pass
+        forget_links(getattr(self, "sidebar", None), getattr(self, "main", None))
         if self._periodic is not None:
             try:
                 self._periodic.stop()
             except Exception:
+                pass
+
+
+def forget_links(*layouts) -> None:
+    """Drop the JavaScript links of every component in ``layouts`` from Panel's link
+    registry. Panel keeps links (``jslink``, ``jscallback``, the editable sliders' own) in a
+    process-wide weak-keyed dictionary whose values refer back to their keys, so a component
+    with a link, and through its watchers the whole page, would outlive its session."""
+    from panel.links import Callback
+
+    for layout in layouts:
+        if layout is None:
+            continue
+        for obj in [layout, *layout.select()]:
+            try:
+                Callback.registry.pop(obj, None)
+            except TypeError:            # an object that cannot be weakly referenced
                 pass
 
 
@@ -240,4 +258,4 @@ def message(text: str | None) -> str:
     return f"⚠ {text}" if text else ""
 
 
-__all__ = ["PageView", "message", "one_line"]
+__all__ = ["PageView", "forget_links", "message", "one_line"]

@@ -128,6 +128,16 @@ class ExplorerTemplate(pn.template.BootstrapTemplate):
 
     _template = ASSETS / "template.html"
 
+    def _init_doc(self, doc=None, comm=None, title=None, notebook=False, location=True):
+        """Build the page's models with the document's model graph frozen: Bokeh otherwise
+        walks the whole graph again after every root and plot added (a dozen times per
+        session, about a quarter of a new session's server time); frozen, once at the end."""
+        from panel.io.document import init_doc
+
+        document = init_doc(doc or pn.state.curdoc)
+        with document.models.freeze():
+            return super()._init_doc(document, comm, title, notebook, location)
+
 
 def theme_toggle(theme: str) -> pn.widgets.Button:
     """The header's light/dark switch: stores the reader's choice in a cookie and reloads

@@ -1,0 +1,89 @@
+"""The served app as a class meets it: sessions that end are freed (measured on a real
+``python -m explorer serve --admin`` process through its ``/stats``).
+
+A leak here was two bugs: the unused-session options were passed under names Bokeh ignores
+(sessions then lived 15-30 s more than meant), and Panel's link registry kept every page with
+an editable slider alive for good.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port), "--admin"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://localhost:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(base + "/stats", timeout=5).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start within 120 s")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _stats(base: str) -> dict:
+    return json.loads(urllib.request.urlopen(base + "/stats?gc=1", timeout=30).read())
+
+
+@pytest.mark.timeout(300)
+def test_ended_sessions_free_their_pages_within_seconds(server):
+    urllib.request.urlopen(server + "/explorer", timeout=60).read()   # the first session's costs
+    time.sleep(4)
+    before = _stats(server)
+    with ThreadPoolExecutor(4) as ex:                                  # four students at once
+        pages = list(ex.map(lambda _: urllib.request.urlopen(server + "/explorer", timeout=120).read(),
+                            range(4)))
+    assert all(b"Dynamics Explorer" in p for p in pages)
+    opened = _stats(server)
+    # (the first sessions may already be gone: 2 s after their page was served)
+    assert opened["sessions"] >= 1 and opened["views"] >= before["views"] + 1, (before, opened)
+    # a session nobody connects to is discarded 2 s after its page was served (checked every
+    # 2 s); its controller, view and job threads must then be gone
+    deadline, now = time.time() + 20, opened
+    while time.time() < deadline:
+        now = _stats(server)
+        if now["sessions"] == 0 and now["views"] <= before["views"] and now["job_threads"] == 0:
+            break
+        time.sleep(1)
+    assert now["sessions"] == 0, now
+    # Bokeh's module state keeps the last document built (one page at most, never more)
+    assert now["views"] <= max(before["views"], 1), (before, now)
+    assert now["controllers"] <= max(before["controllers"], 1), (before, now)
+    assert now["job_threads"] == 0, now
+    assert now["threads"] <= before["threads"] + 1, (before, now)
