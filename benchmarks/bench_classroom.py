@@ -127,9 +127,12 @@ class Server:
             if s.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise BenchError(f"port {self.port} is already in use")
         t0 = time.perf_counter()
+        # plain GETs never connect: their sessions get 5 s instead of the minute a student's
+        # browser has to connect (closed browser tabs are discarded at once either way)
+        env = {**os.environ, "EXPLORER_CONNECT_WAIT_S": os.environ.get("EXPLORER_CONNECT_WAIT_S", "5")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "explorer", "serve", "--port", str(self.port), "--admin"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         while True:                         # /stats answers: the app is warmed up and served
             if self.proc.poll() is not None:
                 raise BenchError(f"the server exited with code {self.proc.returncode} while "

@@ -129,6 +129,24 @@ def _stats_handler():
     return StatsHandler
 
 
+#: how long a served page may take to connect its websocket before its session is discarded
+#: (ms; ``EXPLORER_CONNECT_WAIT_S`` seconds). A class arriving at once loads a busy server:
+#: a browser may take tens of seconds from the page's HTML to its websocket. A tab that
+#: closes is discarded at the next check instead (its view asks for it on ConnectionLost).
+CONNECT_WAIT_MS = 60_000
+#: how often the server looks for sessions to discard (ms)
+SESSION_CHECK_MS = 2_000
+
+
+def session_options() -> dict:
+    """Bokeh's options for discarding sessions (under the names Bokeh reads)."""
+    from .controllers.jobs import env_limit
+
+    wait_s = env_limit("EXPLORER_CONNECT_WAIT_S", CONNECT_WAIT_MS // 1000)
+    return {"check_unused_sessions_milliseconds": SESSION_CHECK_MS,
+            "unused_session_lifetime_milliseconds": 1000 * wait_s}
+
+
 def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
           num_procs: int = 1, num_threads: int | None = None, admin: bool = False,
           allow_origin: list[str] | None = None) -> None:
@@ -169,8 +187,7 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
              num_procs=num_procs, admin=admin,
              extra_patterns=[(r"/stats", _stats_handler())] if admin else [],
              # a closed tab's session (its jobs, its live animation) is cleaned up within seconds
-             check_unused_sessions_milliseconds=2000,
-             unused_session_lifetime_milliseconds=2000)
+             **session_options())
 
 
 if __name__.startswith("bokeh_app"):

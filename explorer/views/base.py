@@ -53,7 +53,10 @@ class PageView(pn.viewable.Viewer):
         controller.jobs.notify = self._schedule_poll
         LIVE_VIEWS.add(self)
         if self.served:
+            from bokeh.events import ConnectionLost
+
             pn.state.on_session_destroyed(lambda ctx: self.close())
+            self._doc.on_event(ConnectionLost, lambda event: self._connection_lost())
 
     # ---------------------------------------------------------------- hooks for pages
     def refresh(self) -> None:
@@ -218,6 +221,15 @@ class PageView(pn.viewable.Viewer):
         return w
 
     # ---------------------------------------------------------------- lifetime
+    def _connection_lost(self) -> None:
+        """The tab closed (its websocket went): stop the session's work now and have the
+        server discard the session at its next check (every 2 s) instead of after the
+        lifetime that pages not yet connected get (see :data:`explorer.app.CONNECT_WAIT_MS`)."""
+        self.close()
+        session = getattr(getattr(self._doc, "session_context", None), "_session", None)
+        if session is not None:
+            session.request_expiration()
+
     def on_close(self, obj) -> None:
         """Also close ``obj`` (anything with ``close()``) when the session ends."""
         self._closables.append(obj)
