@@ -9,52 +9,17 @@ an editable slider alive for good.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import serve_app
 
 
 def _serve(tmp_path_factory, **env):
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port), "--admin"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})
-    base = f"http://localhost:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(base + "/stats", timeout=5).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start within 120 s")
-    yield base
-    log.close()
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    yield from serve_app(tmp_path_factory.mktemp("server") / "server.log", "--admin", env=env)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ A page view subclasses it, builds ``self.sidebar`` and ``self.main`` and overrid
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from typing import Any, Callable
 
@@ -225,7 +226,12 @@ class PageView(pn.viewable.Viewer):
         """The tab closed (its websocket went): stop the session's work now and have the
         server discard the session at its next check (every 2 s) instead of after the
         lifetime that pages not yet connected get (see :data:`explorer.app.CONNECT_WAIT_MS`)."""
-        self.close()
+        # this runs inside Bokeh's websocket close, before the connection is unsubscribed:
+        # whatever happens here must not stop that, or the session would never be discarded
+        try:
+            self.close()
+        except Exception:
+            logging.getLogger(__name__).exception("closing a page after its tab closed")
         session = getattr(getattr(self._doc, "session_context", None), "_session", None)
         if session is not None:
             session.request_expiration()

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.servers import serve_app
 
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,12 +31,6 @@ def _missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
     reason = _missing()
@@ -45,30 +38,8 @@ def app_url():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"browser tests need chromium and playwright under CI: {reason}")
         pytest.skip(reason)
-    port = _free_port()
-    log = open(ROOT / ".browser-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "explorer", "serve", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://localhost:{port}/explorer"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:                       # the port accepts connections (a page load would build a session)
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: see {log.name}")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start within 90 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    for base in serve_app(ROOT / ".browser-server.log", timeout=90):
+        yield base + "/explorer"
 
 
 @pytest.fixture(scope="session")
