@@ -23,7 +23,7 @@ from ..controllers.attractors import CUSTOM, AttractorController
 from ..controllers.presets import PRESETS
 from ..core.errors import ExplorerError
 from . import plots
-from .base import PageView, message
+from .base import PageView, lazy_tabs, message
 from .canvas import LyapunovBars, OrbitDiagram, ProjectionCanvas, Rotator
 from .parameter_map import ParameterMapPanel
 from .live import FRAME_ACK_TIMEOUT  # noqa: F401  (frames are paced by the browser: see live.py)
@@ -173,7 +173,7 @@ class AttractorsPanel(PageView):
             hv.opts.Scatter(size=2.5, framewise=True), ts_opts), linked_axes=False, min_height=360, **SW)
         # shown through wrappers (toggling a HoloViews pane itself upsets Panel's stylesheets)
         self.ts_box = pn.Column(self.ts_plot, **SW)
-        self.ts_map_box = pn.Column(self.ts_map_plot, visible=False, **SW)
+        self.ts_map_box = pn.Column(visible=False, **SW)   # filled when a map is first shown
         self.ts_caption = pn.pane.Markdown("**Time series**", **SW)
         self.lyap = LyapunovBars()
         self.orbit = OrbitDiagram(c.variables, lambda lo, hi: self.guard(c.zoom_orbit, lo, hi))
@@ -221,7 +221,7 @@ class AttractorsPanel(PageView):
             divider(), g["custom"], pn.pane.Markdown("**Export**"), g["export"],
             css_classes=["explorer-sidebar"], **SW)
         prompt_widgets(self.sidebar)
-        self.tabs = pn.Tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
+        self.tabs = lazy_tabs(("Lyapunov spectrum", g["lyapunov"]), ("Orbit diagram", g["orbit"]),
                             ("Parameter map", g["map"]), ("Poincaré section", g["section"]), ("Fixed points", g["fixed"]),
                             ("About this system", self.about), dynamic=False, **SW)
         self.main = pn.Column(
@@ -487,6 +487,8 @@ class AttractorsPanel(PageView):
         if hidden.data is not None:
             hidden.send(None)
         shown.send(data)
+        if is_map and not self.ts_map_box.objects:
+            self.ts_map_box.objects = [self.ts_map_plot]
         self.ts_box.visible, self.ts_map_box.visible = not is_map, is_map
         self.ts_caption.object = plots.timeseries_caption(data)
 

@@ -53,9 +53,13 @@ class PageView(pn.viewable.Viewer):
         self._closables: list[Any] = []
         controller.jobs.notify = self._schedule_poll
         LIVE_VIEWS.add(self)
+        #: whether the browser has connected (always, without a server); see :meth:`when_ready`
+        self._ready = not self.served
+        self._deferred: dict[object, Callable[[], None]] = {}
         if self.served:
             from bokeh.events import ConnectionLost
 
+            pn.state.onload(self._on_ready)
             pn.state.on_session_destroyed(lambda ctx: self.close())
             self._doc.on_event(ConnectionLost, lambda event: self._connection_lost())
 
@@ -108,7 +112,29 @@ class PageView(pn.viewable.Viewer):
         return self._doc is not None and self._doc.session_context is not None
 
     def _schedule_poll(self) -> None:
-        schedule(self._doc, self._poll)
+        self.when_ready(lambda: schedule(self._doc, self._poll), key="poll")
+
+    def when_ready(self, fn: Callable[[], None], key: str | None = None) -> None:
+        """Run ``fn`` now, or once the browser has connected the session's websocket.
+
+        Until then a served page's plots must not change: HoloViews reschedules a plot's
+        refresh on every tick of the server's event loop until the session connects, so a
+        result delivered to a page whose browser is still loading (a class arriving at once)
+        would spin the loop that every other session shares. What changes before the
+        connection is drawn right after it instead. ``key`` merges repeated requests."""
+        if self._ready:
+            fn()
+            return
+        self._deferred.setdefault(object() if key is None else key, fn)
+
+    def _on_ready(self) -> None:
+        self._ready = True
+        deferred, self._deferred = self._deferred, {}
+        for fn in deferred.values():
+            try:
+                fn()
+            except Exception:
+                logging.getLogger(__name__).exception("a page update held until the browser connected")
 
     def _poll(self) -> None:
         with pn.io.hold():
@@ -119,11 +145,27 @@ class PageView(pn.viewable.Viewer):
         if not self.served:
             self._poll()
             return
+        if not self._ready:                     # started once the browser has connected
+            self.when_ready(self.ensure_tick, key="tick")
+            return
         period = self.TICK_FAST_MS if self.fast() else self.TICK_MS
         if self._periodic is None or not self._periodic.running:
-            self._periodic = pn.state.add_periodic_callback(self._tick, period=period, start=True)
+            self._periodic = self._start_tick(period)
         elif self._periodic.period != period:
             self._periodic.period = period
+
+    def _start_tick(self, period: int):
+        """A periodic callback of this session for the tick: in the background (Panel's
+        busy indicators are process-wide, so a foreground callback would flip every open
+        session's spinner twice per tick: a cost that grows with the square of the class)
+        and without Panel's two log records per call."""
+        from panel.io.callbacks import PeriodicCallback
+        from panel.io.state import set_curdoc
+
+        tick = PeriodicCallback(callback=self._tick, period=period, log=False, background=True)
+        with set_curdoc(self._doc):
+            tick.start()
+        return tick
 
     def connected(self) -> bool:
         """False once the browser tab has gone (its session may live on a few seconds more)."""
@@ -138,6 +180,10 @@ class PageView(pn.viewable.Viewer):
         if not self.connected():                  # the tab closed: stop sending at once
             self.close()
             return
+        if not self._ready:                       # the browser is still loading the page
+            self._periodic.stop()
+            self.when_ready(self.ensure_tick, key="tick")
+            return
         self._poll()
         if self._periodic is None:
             return
@@ -151,7 +197,11 @@ class PageView(pn.viewable.Viewer):
     def later(self, fn: Callable[[], None], delay_ms: int = 0) -> None:
         """Run ``fn`` on a later tick (a separate document patch) or ``delay_ms`` later, or
         now without a server."""
-        if self.served:
+        if not self.served:
+            fn()
+            return
+
+        def add() -> None:
             try:
                 if delay_ms:
                     self._doc.add_timeout_callback(fn, delay_ms)
@@ -159,8 +209,7 @@ class PageView(pn.viewable.Viewer):
                     self._doc.add_next_tick_callback(fn)
             except Exception:  # the session is being destroyed: nothing to show any more
                 pass
-        else:
-            fn()
+        self.when_ready(add)
 
     def status_line(self) -> pn.pane.Markdown:
         """A pane that shows the controller's status line (what computes, what happened)."""
@@ -269,6 +318,29 @@ def forget_links(*layouts) -> None:
                 Callback.registry.pop(obj, None)
             except TypeError:            # an object that cannot be weakly referenced
                 pass
+            if getattr(obj, "lazy_contents", None):      # tabs of lazy_tabs not opened yet
+                forget_links(*obj.lazy_contents)
+
+
+def lazy_tabs(*items: tuple[str, Any], **params) -> pn.Tabs:
+    """Tabs whose hidden tabs are drawn when first opened.
+
+    ``items`` are ``(title, content)`` pairs, as for ``pn.Tabs``. Every tab holds a wrapper
+    column that receives its content (one Panel object, updated by the page whether shown or
+    not) when the tab is first opened, by the reader or by the page setting ``active``.
+    Until then the content has no Bokeh models and no HoloViews plots: a new session builds
+    the open tab only, a fraction of its server time. Panel's own ``dynamic=True`` renders a
+    tab afresh at every switch and loads its style sheets from a CDN."""
+    holders = [pn.Column(sizing_mode="stretch_width") for _ in items]
+    tabs = pn.Tabs(*[(title, holder) for (title, _), holder in zip(items, holders)], **params)
+
+    def fill(index: int) -> None:
+        if 0 <= index < len(holders) and not holders[index].objects:
+            holders[index].objects = [items[index][1]]
+    fill(tabs.active)
+    tabs.param.watch(lambda event: fill(event.new), "active")
+    tabs.lazy_contents = [content for _, content in items]     # for forget_links
+    return tabs
 
 
 def message(text: str | None) -> str:
@@ -276,4 +348,4 @@ def message(text: str | None) -> str:
     return f"⚠ {text}" if text else ""
 
 
-__all__ = ["PageView", "forget_links", "message", "one_line"]
+__all__ = ["PageView", "forget_links", "lazy_tabs", "message", "one_line"]

@@ -24,7 +24,7 @@ import panel as pn
 from ..controllers.reconstruction import RUN_PRESETS, Frame, Progress, ReconstructionController
 from ..training.verdict import D_H_GOOD, D_STSP_GOOD
 from . import training_plots as tp
-from .base import PageView, message
+from .base import PageView, lazy_tabs, message
 from .live import LivePlot
 from .run_panel import RunPanel
 from .shell import prompt_widgets
@@ -187,7 +187,7 @@ class ReconstructionPanel(PageView):
             pn.layout.Divider(), self.run,
             sizing_mode="stretch_width", css_classes=["explorer-sidebar"])
         prompt_widgets(self.sidebar)
-        self.tabs = pn.Tabs(
+        self.tabs = lazy_tabs(
             ("Lyapunov spectrum", pn.Column(w.b_lyap, w.lyap_text, w.lyap_box, sizing_mode="stretch_width")),
             ("Fixed points", pn.Column(w.fixed_text, w.fixed_table, sizing_mode="stretch_width")),
             ("Model", pn.Column(w.model_eq, w.model_text, sizing_mode="stretch_width")),
