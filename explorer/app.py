@@ -8,6 +8,8 @@ reproduces what was shown.
 
 from __future__ import annotations
 
+import logging
+
 import panel as pn
 
 from . import views as _views  # noqa: F401  (loads the Panel/HoloViews extensions once)
@@ -59,10 +61,15 @@ class _DisconnectFilter:
     it becomes one plain line."""
 
     NAMES = ("WebSocketClosedError", "StreamClosedError")
+    #: Bokeh's own warning for the same event, once per message still addressed to the closed
+    #: tab (a live animation sends dozens a second): dropped, the close itself is logged
+    LINES = ("Failed sending message as connection was closed",)
 
     def filter(self, record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         text = record.getMessage() if exc is None else ""
+        if any(line in text for line in self.LINES):
+            return False
         if (exc is not None and type(exc).__name__ in self.NAMES) or any(n in text for n in self.NAMES):
             record.msg, record.args, record.exc_info, record.exc_text = (
                 "a browser tab closed while a message was being sent to it (ignored)", (), None, None)
@@ -71,11 +78,45 @@ class _DisconnectFilter:
 
 
 def _quiet_disconnects() -> None:
-    import logging
-
     for name in ("tornado.application", "asyncio", "bokeh.server.protocol_handler",
                  "bokeh.server.views.ws"):
         logging.getLogger(name).addFilter(_DisconnectFilter())
+
+
+def _notify_lost_connections() -> None:
+    """Tell a session its browser has gone however Bokeh finds out (once per connection).
+
+    Bokeh notifies a session (``ConnectionLost``, on which a page stops its work and asks to
+    be discarded) only when tornado closes the websocket. Its keep-alive ping may find the
+    socket closed first: it then unsubscribes the connection without notifying, and the later
+    close fails on an assertion (a traceback in the log) and leaves the session to linger for
+    the whole connect wait. Here the notification moves into ``client_lost``, which both paths
+    call and which detaches the connection (so a second call cannot notify twice)."""
+    from bokeh.server.tornado import BokehTornado
+    from bokeh.server.views.ws import WSHandler
+
+    if getattr(BokehTornado.client_lost, "_explorer", False):
+        return
+    original = BokehTornado.client_lost
+
+    def client_lost(self, connection) -> None:
+        session = getattr(connection, "_session", None)
+        if session is not None and not session.destroyed:
+            try:
+                session.notify_connection_lost()
+            except Exception:
+                logging.getLogger(__name__).exception("notifying a session of its closed tab")
+        original(self, connection)
+
+    def on_close(self) -> None:
+        logging.getLogger("bokeh.server.views.ws").info(
+            "WebSocket connection closed: code=%s, reason=%r", self.close_code, self.close_reason)
+        if self.connection is not None:
+            self.application.client_lost(self.connection)
+
+    client_lost._explorer = True
+    BokehTornado.client_lost = client_lost
+    WSHandler.on_close = on_close
 
 
 def server_stats(sessions: int | None = None, *, collect: bool = False) -> dict:
@@ -167,11 +208,10 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
         allow_origin: extra ``host:port`` origins allowed to open the websocket (behind a
             proxy or under another host name).
     """
-    import logging
-
     from .views.attractors import warm_up
 
     _quiet_disconnects()
+    _notify_lost_connections()
     if num_procs < 0:
         raise ValueError(f"num_procs must be 0 (one per core) or more, got {num_procs}")
     try:
@@ -191,4 +231,5 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
 
 
 if __name__.startswith("bokeh_app"):
+    _notify_lost_connections()
     create_app().servable()

@@ -59,3 +59,53 @@ def test_ended_sessions_free_their_pages_within_seconds(server):
     assert now["job_threads"] == 0, now
     assert now["threads"] <= before["threads"] + 1, (before, now)
 
+
+
+def test_a_connection_found_dead_by_the_keep_alive_notifies_its_session_once():
+    """Bokeh's keep-alive ping may find a closed tab first: it used to drop the connection
+    without telling the session (whose page then kept running for the connect wait) and the
+    websocket's close then failed on an assertion. Both paths now notify the session once."""
+    from bokeh.server.tornado import BokehTornado
+    from bokeh.server.views.ws import WSHandler
+
+    from explorer.app import _notify_lost_connections
+
+    _notify_lost_connections()
+
+    class Session:
+        destroyed, told = False, 0
+
+        def notify_connection_lost(self):
+            self.told += 1
+
+    class Connection:
+        def __init__(self, session):
+            self._session = session
+
+        def detach_session(self):
+            self._session = None
+
+    class Server:
+        def client_lost(self, connection):
+            BokehTornado.client_lost(self, connection)
+
+    session, server = Session(), Server()
+    connection = Connection(session)
+    server._clients = {connection}
+    BokehTornado.client_lost(server, connection)        # the keep-alive ping failed
+
+    class Socket:                                       # then tornado closes the websocket
+        pass
+    socket = Socket()
+    socket.connection, socket.application = connection, server
+    socket.close_code, socket.close_reason = 1001, None
+    WSHandler.on_close(socket)                          # no AssertionError
+    assert session.told == 1
+    assert connection not in server._clients and connection._session is None
+
+    fresh, closed = Session(), Connection(None)         # the ordinary close: told once too
+    closed._session = fresh
+    server._clients = {closed}
+    socket.connection = closed
+    WSHandler.on_close(socket)
+    assert fresh.told == 1 and not server._clients
