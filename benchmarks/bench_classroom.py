@@ -31,12 +31,25 @@ build a whole session (no browser needed); such a session expires about 2 s late
    seconds until ``runs_active`` is back to its value before Start (and until the session is
    gone).
 
+6. **Latency with a class open**: ``--class-size`` chromium pages opened 5 at a time,
+   ``--live`` of them running the live animation; one more page then changes rho ``--changes``
+   times: seconds from Enter until its attractor picture is redrawn in the browser (median,
+   p90). The class's browsers share the machine's cores with the server.
+7. **Soak**: ``--soak-students`` students (a thread, Playwright and chromium each) give the
+   scripted lesson of the browser tests (``tests/browser/lesson.py``: preset link, live mode
+   with a parameter change, Lyapunov spectrum, orbit-diagram zoom and Back, 3D rotation, a
+   ``--soak-train`` s Reconstruction training) again and again for ``--soak-minutes``:
+   lessons completed and failed, console errors, server tracebacks, percentiles of each step.
+
 The machine may be shared (the load average before and after is recorded); timings are
 reported as measured, never asserted. ``--quick``: 5 GETs, a burst of 6, 3 pages, 20 sessions
-in the leak check. Results go to ``benchmarks/results/classroom_cpu.json``.
+in the leak check, a class of 6 (2 live), 2 students for 2 minutes. Results go to
+``benchmarks/results/classroom_cpu.json``.
 
     python benchmarks/bench_classroom.py [--gets 20] [--burst 30] [--pages 10]
-        [--leak-sessions 100] [--settle 15] [--quick] [--port P] [--out FILE] [--no-write]
+        [--leak-sessions 100] [--settle 15] [--class-size 30] [--live 5] [--changes 20]
+        [--soak-students 10] [--soak-minutes 10] [--soak-train 5] [--skip STEPS] [--quick]
+        [--port P] [--out FILE] [--no-write]
 """
 
 from __future__ import annotations
@@ -521,6 +534,160 @@ async def step_run_slot(server: Server, browser, timeout: float) -> dict:
     return out
 
 
+#: a signature of the attractor picture in the browser (its points or its datashaded image):
+#: changes when the plot is redrawn
+PICTURE_SIGNATURE = """() => {
+  let s = 0;
+  for (const d of Bokeh.documents)
+    for (const m of d.all_models) {
+      if (!m.data || m.data.u === undefined && m.data.image === undefined) continue;
+      for (const key of ["u", "v", "image"]) {
+        let a = m.data[key];
+        if (key === "image" && a && a.length) a = a[0];
+        if (!a || !a.length) continue;
+        s += a.length;
+        for (let i = 0; i < a.length; i += 61) s += (+a[i] || 0) * ((i % 13) + 1);
+      }
+    }
+  return s;
+}"""
+
+
+async def _slider_box(page, value: str):
+    """The text box of the parameter slider showing ``value`` (as tests/browser/lesson.py)."""
+    inputs = page.locator(".bk-input-group input")
+    for i in range(await inputs.count()):
+        if await inputs.nth(i).input_value() == value:
+            return inputs.nth(i)
+    raise BenchError(f"no slider box shows {value!r}")
+
+
+async def step_latency(server: Server, browser, n_open: int, n_live: int, n_changes: int,
+                       timeout: float) -> dict:
+    """With ``n_open`` sessions open (chromium pages; ``n_live`` of them running the live
+    animation), one more page changes rho ``n_changes`` times: seconds from Enter until its
+    attractor picture is redrawn (a browser-side poll of the picture's pixels, every 10 ms)."""
+    await asyncio.to_thread(drain, server, 60)
+    recs: list[dict] = []
+    try:
+        for start in range(0, n_open, 5):          # the class, 5 pages at a time
+            batch = await asyncio.gather(*(open_and_render(browser, server.url, timeout=timeout)
+                                           for _ in range(min(5, n_open - start))))
+            recs += batch
+        failed = [rec.get("error") for rec in recs if "error" in rec]
+        if failed:
+            raise BenchError(f"{len(failed)} of the class's pages did not render: {failed[0]}")
+        for rec in recs[:n_live]:
+            await rec["page"].get_by_role("button", name="▶ Run").click(timeout=30_000)
+        for rec in recs[:n_live]:
+            await rec["page"].get_by_text("running:", exact=False).first.wait_for(timeout=60_000)
+        open_stats = await asyncio.to_thread(server.read)
+        probe = await open_and_render(browser, server.url, timeout=timeout)
+        recs.append(probe)
+        if "error" in probe:
+            raise BenchError(f"the measuring page did not render: {probe['error']}")
+        page, value, secs, missed = probe["page"], "28", [], 0
+        await page.wait_for_function(f"() => ({PICTURE_SIGNATURE})() !== 0", timeout=timeout * 1000)
+        for k in range(n_changes):
+            new = ("20", "24", "18", "26", "22")[k % 5]    # from 28: each differs from the last
+            box = await _slider_box(page, value)
+            sig = await page.evaluate(PICTURE_SIGNATURE)
+            await box.fill(new)
+            t0 = time.perf_counter()
+            await box.press("Enter")
+            try:
+                await page.wait_for_function(f"(old) => ({PICTURE_SIGNATURE})() !== old", arg=sig,
+                                             polling=10, timeout=30_000)
+                secs.append(time.perf_counter() - t0)
+            except Exception:                   # noqa: BLE001 - counted, the next one goes on
+                missed += 1
+            value = new
+            await asyncio.sleep(0.3)
+        end_stats = await asyncio.to_thread(server.read)
+        console = sorted({e for rec in recs for e in rec["console_errors"]})
+        return {"sessions_open": n_open + 1, "live_animations": n_live, "changes": n_changes,
+                "redraw_s": summary(secs), "redraws_missed": missed,
+                "sessions_seen_by_server": open_stats.get("sessions"),
+                "cpu_s_during_changes": delta(open_stats, end_stats, "cpu_s"),
+                "rss_mb_with_class_open": end_stats.get("rss_mb"),
+                "console_errors": console[:5],
+                "note": "the class's chromium pages run on the server's own 2 cores"}
+    finally:
+        for rec in recs:
+            await close_rec(rec)
+
+
+def _soak_student(base_url: str, deadline: float, train_seconds: float, timeout: float) -> dict:
+    """One student (a thread with its own Playwright and chromium) giving the scripted lesson
+    (tests/browser/lesson.py) again and again until ``deadline``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser.lesson import run_lesson
+    from playwright.sync_api import sync_playwright
+
+    lessons: list[dict] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            while time.perf_counter() < deadline:
+                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                errors: list[str] = []
+
+                def new_page(url):
+                    page = ctx.new_page()
+                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    page.set_default_timeout(timeout * 1000)
+                    page.goto(url, timeout=timeout * 1000)
+                    page.wait_for_selector("canvas", timeout=timeout * 1000)
+                    return page
+                t0 = time.perf_counter()
+                try:
+                    out = run_lesson(new_page, base_url, train_seconds=train_seconds)
+                    rec = {k: v for k, v in out.items() if k.endswith("_s")}
+                except Exception as e:          # noqa: BLE001 - a failed lesson is a result
+                    rec = {"error": one_line(e)[:300]}
+                rec["lesson_s"] = time.perf_counter() - t0
+                rec["console_errors"] = errors[:5]
+                lessons.append(rec)
+                with contextlib.suppress(Exception):
+                    ctx.close()
+        finally:
+            browser.close()
+    return {"lessons": lessons}
+
+
+async def step_soak(server: Server, browser, students: int, minutes: float, train_seconds: float,
+                    timeout: float) -> dict:
+    """``students`` simulated students, each repeating the scripted lesson (preset link, live
+    mode with a parameter change, Lyapunov, orbit diagram zoom and Back, 3D rotation, a short
+    Reconstruction training) for ``minutes``: lessons completed, failed steps, console errors,
+    server tracebacks, and the percentiles of every timed step."""
+    await asyncio.to_thread(drain, server, 60)
+    before = await asyncio.to_thread(server.read)
+    log_start = len(server.tail(10**6).splitlines())
+    deadline = time.perf_counter() + 60 * minutes
+    runs = await asyncio.gather(*(asyncio.to_thread(_soak_student, server.url, deadline,
+                                                    train_seconds, timeout)
+                                  for _ in range(students)))
+    after = await asyncio.to_thread(server.read)
+    lessons = [rec for run in runs for rec in run["lessons"]]
+    keys = sorted({k for rec in lessons for k in rec if k.endswith("_s")})
+    log = server.tail(10**6).splitlines()[log_start:]
+    tracebacks = [line for line in log if line.startswith("Traceback")]
+    return {"students": students, "minutes": minutes, "train_seconds": train_seconds,
+            "lessons": len(lessons), "lessons_failed": sum("error" in rec for rec in lessons),
+            "failures": sorted({rec["error"] for rec in lessons if "error" in rec})[:5],
+            "console_errors": sum(len(rec["console_errors"]) for rec in lessons),
+            "console_examples": sorted({e for rec in lessons for e in rec["console_errors"]})[:5],
+            "server_tracebacks": len(tracebacks),
+            "server_error_lines": [line for line in log if "ERROR" in line][:5],
+            "step_s": {k: {**summary(rec[k] for rec in lessons if k in rec),
+                           "p99_s": r(pct([rec[k] for rec in lessons if k in rec], 99))}
+                       for k in keys},
+            "cpu_s": delta(before, after, "cpu_s"), "rss_mb_before": before.get("rss_mb"),
+            "rss_mb_after": after.get("rss_mb"), "threads_after": after.get("threads")}
+
+
 # ============================================================================ main
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
@@ -539,8 +706,20 @@ def main(argv=None) -> int:
                     help="seconds of quiet before the leak check's second reading (default 15)")
     ap.add_argument("--page-timeout", type=float, default=180.0,
                     help="seconds a page may take to render (default 180)")
+    ap.add_argument("--class-size", type=int, default=None,
+                    help="sessions open in the latency step (default 30; quick 6)")
+    ap.add_argument("--live", type=int, default=5,
+                    help="of which run the live animation (default 5; quick 2)")
+    ap.add_argument("--changes", type=int, default=20,
+                    help="parameter changes timed in the latency step (default 20; quick 5)")
+    ap.add_argument("--soak-students", type=int, default=None,
+                    help="students of the soak (default 10; quick 2)")
+    ap.add_argument("--soak-minutes", type=float, default=None,
+                    help="minutes of the soak (default 10; quick 2)")
+    ap.add_argument("--soak-train", type=float, default=5.0,
+                    help="seconds each lesson trains the Reconstruction model (default 5)")
     ap.add_argument("--skip", default="",
-                    help="steps to skip, comma-separated: cost,burst,pages,leak,run")
+                    help="steps to skip, comma-separated: cost,burst,pages,leak,run,latency,soak")
     ap.add_argument("--quick", action="store_true", help="small counts: a check that it all works")
     ap.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     ap.add_argument("--out", default=str(OUT))
@@ -556,6 +735,9 @@ def main(argv=None) -> int:
 
     n_gets, n_burst = pick(args.gets, 20, 5), pick(args.burst, 30, 6)
     n_pages, n_leak = pick(args.pages, 10, 3), pick(args.leak_sessions, 100, 20)
+    n_class, n_changes = pick(args.class_size, 30, 6), pick(args.changes if not q else None, 20, 5)
+    n_live = min(n_class - 1, args.live if not q else 2)
+    n_students, soak_min = pick(args.soak_students, 10, 2), args.soak_minutes or (2.0 if q else 10.0)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     try:
@@ -570,6 +752,9 @@ def main(argv=None) -> int:
                              "load_average_at_start": r(os.getloadavg()[0], 2)},
                  "settings": {"quick": q, "gets": n_gets, "burst": n_burst, "pages": n_pages,
                               "leak_sessions": n_leak, "settle_s": args.settle,
+                              "class_size": n_class, "live": n_live, "changes": n_changes,
+                              "soak_students": n_students, "soak_minutes": soak_min,
+                              "soak_train_s": args.soak_train,
                               "max_runs": os.environ.get("EXPLORER_MAX_RUNS"),
                               "skipped": sorted(skip), "chromium": CHROMIUM},
                  "errors": {}}
@@ -679,6 +864,30 @@ def main(argv=None) -> int:
                     failed = True
                     res["errors"]["run_slot"] = rs["error"]
                     print(f"  FAILED: {rs['error']}")
+
+        if "latency" not in skip:
+            lt = step("latency", with_browser, step_latency, n_class, n_live, n_changes,
+                      args.page_timeout)
+            if lt:
+                d = lt["redraw_s"]
+                print(f"  {lt['sessions_open']} pages open ({n_live} live): a parameter change "
+                      f"redrawn after median {d.get('median_s')} s, p90 {d.get('p90_s')} s, max "
+                      f"{d.get('max_s')} s ({lt['redraws_missed']} missed)")
+
+        if "soak" not in skip:
+            sk = step("soak", with_browser, step_soak, n_students, soak_min, args.soak_train,
+                      args.page_timeout)
+            if sk:
+                print(f"  soak: {sk['students']} students x {sk['minutes']:g} min: {sk['lessons']} "
+                      f"lessons, {sk['lessons_failed']} failed, {sk['console_errors']} console "
+                      f"errors, {sk['server_tracebacks']} server tracebacks")
+                for k, v in sk["step_s"].items():
+                    print(f"    {k:22s} median {v.get('median_s')} p90 {v.get('p90_s')} "
+                          f"p99 {v.get('p99_s')} max {v.get('max_s')}")
+                if sk["lessons_failed"] or sk["console_errors"] or sk["server_tracebacks"]:
+                    failed = True
+                    res["errors"]["soak"] = (sk["failures"] or sk["console_examples"]
+                                             or sk["server_error_lines"] or ["server tracebacks"])[0]
 
         with contextlib.suppress(Exception):
             res["server"]["stats_at_end_gc"] = server.stats(gc=True)
