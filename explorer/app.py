@@ -22,7 +22,22 @@ def create_app():
     query = (pn.state.location.query_params if pn.state.location is not None else {}) or {}
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.on_session_destroyed(lambda ctx: release_memory())
+        _serve_styles_locally(pn.state.curdoc)
     return page(query.get("page")).build()
+
+
+def _serve_styles_locally(doc) -> None:
+    """Have this session's style sheets point at this server, whichever way it was made.
+
+    Panel writes the server's own address of its style sheets into a session's document when
+    it renders the page's HTML, and points those of later components there. A page whose
+    browser connects after its session expired (a busy server, a class arriving at once) gets
+    a new session from the websocket, without HTML: every style sheet then pointed at Panel's
+    CDN, which a classroom without internet cannot reach (console errors, unstyled widgets)."""
+    from panel.io.resources import LOCAL_DIST
+
+    rel = pn.state.rel_path
+    doc._template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
 
 
 _release_timer = None
@@ -71,10 +86,30 @@ class _DisconnectFilter:
         if any(line in text for line in self.LINES):
             return False
         if (exc is not None and type(exc).__name__ in self.NAMES) or any(n in text for n in self.NAMES):
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                "a browser tab closed while a message was being sent to it (ignored)", (), None, None)
-            record.levelname, record.levelno = "INFO", 20
+            return self._one_line(record, "a browser tab closed while a message was being sent to it (ignored)")
+        if self._from_detached_connection(record):
+            return self._one_line(record, "a message from a closed browser tab arrived after its "
+                                          "connection was dropped (ignored)")
         return True
+
+    @staticmethod
+    def _one_line(record, text: str) -> bool:
+        record.msg, record.args, record.exc_info, record.exc_text = text, (), None, None
+        record.levelname, record.levelno = "INFO", 20
+        return True
+
+    @staticmethod
+    def _from_detached_connection(record) -> bool:
+        """Bokeh's ``AssertionError`` for a message that a tab sent just before its socket
+        closed, read after the keep-alive ping had already dropped the connection."""
+        if not record.exc_info or not isinstance(record.exc_info[1], AssertionError):
+            return False
+        tb = record.exc_info[2]
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code if tb is not None else None
+        return (code is not None and code.co_name == "session"
+                and code.co_filename.replace("\\", "/").endswith("bokeh/server/connection.py"))
 
 
 def _quiet_disconnects() -> None:

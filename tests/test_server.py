@@ -109,3 +109,52 @@ def test_a_connection_found_dead_by_the_keep_alive_notifies_its_session_once():
     socket.connection = closed
     WSHandler.on_close(socket)
     assert fresh.told == 1 and not server._clients
+
+
+@pytest.mark.timeout(300)
+def test_a_session_made_for_a_late_websocket_loads_nothing_from_outside(server):
+    """A browser that connects after its page's session expired (a busy server) gets a new
+    session from the websocket, without the page's HTML; its style sheets used to point at
+    Panel's CDN (console errors and unstyled widgets in a classroom without internet)."""
+    from bokeh.client import pull_session
+    from bokeh.models import ImportedStyleSheet
+    from bokeh.util.token import generate_session_id
+
+    import explorer.views  # noqa: F401  (the page's model types, to read its document)
+
+    session = pull_session(url=server + "/explorer", session_id=generate_session_id())
+    try:
+        urls = {str(s.url) for m in session.document.models
+                for s in (getattr(m, "stylesheets", None) or []) if isinstance(s, ImportedStyleSheet)}
+    finally:
+        session.close()
+    assert urls, "the page's components carry their style sheets"
+    outside = sorted(u for u in urls if u.startswith(("http://", "https://", "//")))
+    assert not outside, outside[:3]
+
+
+def test_a_message_from_a_dropped_connection_is_one_line_not_a_traceback():
+    import logging
+    import sys
+
+    from bokeh.server.connection import ServerConnection
+
+    from explorer.app import _DisconnectFilter
+
+    connection = ServerConnection.__new__(ServerConnection)
+    connection._session = None                  # dropped by the keep-alive ping
+    try:
+        connection.session
+    except AssertionError:
+        info = sys.exc_info()
+    record = logging.LogRecord("bokeh.server.protocol_handler", logging.ERROR, __file__, 1,
+                               "error handling message", (), info)
+    assert _DisconnectFilter().filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert "closed browser tab" in record.getMessage()
+
+    try:                                        # any other assertion keeps its traceback
+        assert False, "a real bug"
+    except AssertionError:
+        other = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
+    assert _DisconnectFilter().filter(other) and other.levelno == logging.ERROR and other.exc_info
