@@ -9,6 +9,10 @@
    against eager torch for 10,000 steps.
 3. Build time of a stepper: cold (gcc runs; empty cache directory), warm (the library is
    in the on-disk cache: trace + load + verification only) and cached (in memory).
+4. Several simulations at once (1, 2, 4 runs of item 1's size, one Python thread each): the
+   rate in all with every run on all cores and with the cores shared among the runs in flight
+   (the default); and one run while another process keeps a core busy, with 1 thread, all
+   threads and the default.
 
 The machine may be shared and noisy: every figure is repeated and reported as
 min / median / max over the repetitions (throughput: max is the least disturbed run).
@@ -122,6 +126,72 @@ def bench_single(reps: int, long_steps: int) -> dict:
     return out
 
 
+def _run_jobs(st, params, x0, steps: int, k: int, threads) -> float:
+    """``k`` runs of ``x0`` (each B trajectories x ``steps``) at once, one Python thread each
+    (the native call releases the GIL): million trajectory-steps per second in all."""
+    import threading
+
+    xs = [x0.clone() for _ in range(k)]
+    go = threading.Barrier(k + 1)
+
+    errors: list[BaseException] = []
+
+    def work(x):
+        go.wait()
+        try:
+            st.run(x, params, 0.01, n_steps=steps, record_every=100, threads=threads)
+        except BaseException as e:          # noqa: BLE001 - re-raised below
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(x,)) for x in xs]
+    for t in ts:
+        t.start()
+    go.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    return k * x0.shape[0] * steps / (time.perf_counter() - t0) / 1e6
+
+
+def bench_concurrent(reps: int, B: int, steps: int) -> dict:
+    """Several simulations at once, as on a server with many sessions: the aggregate rate of
+    k = 1, 2, 4 simultaneous runs (Lorenz-63 RK4 float32, B trajectories x ``steps`` each)
+    with every run on all cores (``threads=torch.get_num_threads()``, the old default) and
+    with the cores shared among the runs in flight (the default now); then one run while
+    another process keeps one core busy, with 1 thread, all threads and the default."""
+    import subprocess
+
+    s = get_system("lorenz63")
+    st = native.native_stepper(s, "rk4", torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    x0 = (s.initial_state(torch.float32) + torch.randn(B, 3, generator=gen)).contiguous()
+    cores = torch.get_num_threads()
+    out: dict = {"trajectories": B, "steps": steps, "torch_threads": cores, "concurrent": {}}
+    for k in (1, 2, 4):
+        row = {}
+        for name, threads in (("all_threads_each", cores), ("shared", None)):
+            row[name] = _stats([_run_jobs(st, s.params, x0, steps, k, threads) for _ in range(reps)])
+        out["concurrent"][str(k)] = row
+        print(f"{k} run(s) at once, M steps/s in all: every run on {cores} threads "
+              f"{_fmt(row['all_threads_each'], '')}; shared {_fmt(row['shared'], '')}")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        loaded = {}
+        for name, threads in (("1_thread", 1), (f"{cores}_threads", cores), ("default", None)):
+            loaded[name] = _stats([_run_jobs(st, s.params, x0, steps, 1, threads) for _ in range(reps)])
+            print(f"one run, one core busy elsewhere, {name}: {_fmt(loaded[name], 'M steps/s')}")
+    finally:
+        busy.kill()
+        busy.wait()
+    out["one_core_busy_elsewhere"] = loaded
+    out["note"] = ("M trajectory-steps/s summed over the runs; the default divides the torch "
+                   "threads among native runs in flight in this process; another process's "
+                   "load is not seen by it")
+    return out
+
+
 def bench_build(reps: int) -> dict:
     """Cold: an empty cache directory and no in-memory cache (gcc runs). Warm: the library
     is on disk (trace, load, verify). Cached: in memory."""
@@ -184,6 +254,8 @@ def main(argv=None) -> int:
         "build": bench_build(max(1, reps // 2)),
         "single": bench_single(reps, 100_000 if args.quick else 1_000_000),
         "lorenz_rk4_batch": bench_batch(reps, 1024 if args.quick else 4096, 10_000),
+        "concurrent": bench_concurrent(max(2, reps // 2), 1024 if args.quick else 4096,
+                                       2_000 if args.quick else 10_000),
     }
     if not args.no_write:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

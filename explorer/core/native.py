@@ -9,9 +9,9 @@ divergence masking of :func:`explorer.core.simulate._make_chunk`. It is called t
 :mod:`ctypes`, which releases the GIL, so a UI stays responsive while it runs.
 
 Layout of the generated code: the batch is cut into blocks of ``W`` trajectories; OpenMP
-spreads the blocks over ``torch.get_num_threads()`` threads; each block keeps its states in
-structure-of-arrays form (``S[d][j]``) on the stack for the whole call, and the innermost loop
-over the ``W`` lanes of a block is an ``omp simd`` loop that gcc vectorises (glibc's libmvec
+spreads the blocks over ``torch.get_num_threads()`` threads (divided among runs that
+overlap); each block keeps its states in structure-of-arrays form (``S[d][j]``) on the stack
+for the whole call, and the innermost loop over the ``W`` lanes of a block is an ``omp simd`` loop that gcc vectorises (glibc's libmvec
 supplies vector ``sin``/``cos``/``exp``...). Flags: ``-O3 -march=native -fno-math-errno
 -ffp-contract=off``; not ``-ffast-math``, whose finite-math assumption would break the NaN/inf
 checks. Without contraction every ``+ - * /`` rounds as in torch, so fields made of
@@ -1657,7 +1657,8 @@ class NativeStepper:
                 :func:`explorer.core.simulate._make_chunk`).
             out: optional contiguous (n_steps // record_every, D, B) tensor to record into
                 (e.g. a slice of a larger buffer).
-            threads: OpenMP threads (default ``torch.get_num_threads()``).
+            threads: OpenMP threads (default ``torch.get_num_threads()`` shared among the
+                native runs in flight: :class:`_CoreShare`).
             seed, step0, traj0: SDE steppers only (``seed`` required): the noise of the
                 k-th step of this call for row i of ``x`` is that of step ``step0 + k`` and
                 trajectory ``traj0 + i`` of the stream ``seed`` (:func:`philox_normals`),
@@ -1698,23 +1699,57 @@ class NativeStepper:
             return out, ok, n_ok
         xc = x if x.is_contiguous() else x.contiguous()
         keep, arr, st = self._param_ptrs(params, B)
-        nt = int(threads if threads is not None else torch.get_num_threads())
         stream = int(out.numel() * out.element_size() >= _STREAM_BYTES)
-        if self.stochastic:
-            rc = self._lib.explorer_run_sde(xc.data_ptr(), B, arr, st, float(dt), n_steps,
+        nt = CORES.acquire(threads)
+        try:
+            if self.stochastic:
+                rc = self._lib.explorer_run_sde(xc.data_ptr(), B, arr, st, float(dt), n_steps,
+                                                record_every, out.data_ptr(), ok.data_ptr(),
+                                                n_ok.data_ptr(), nt, stream, math.sqrt(float(dt)),
+                                                int(seed), int(step0), int(traj0))
+            else:
+                rc = self._lib.explorer_run(xc.data_ptr(), B, arr, st, float(dt), n_steps,
                                             record_every, out.data_ptr(), ok.data_ptr(),
-                                            n_ok.data_ptr(), nt, stream, math.sqrt(float(dt)),
-                                            int(seed), int(step0), int(traj0))
-        else:
-            rc = self._lib.explorer_run(xc.data_ptr(), B, arr, st, float(dt), n_steps,
-                                        record_every, out.data_ptr(), ok.data_ptr(),
-                                        n_ok.data_ptr(), nt, stream)
+                                            n_ok.data_ptr(), nt, stream)
+        finally:
+            CORES.release()
         del keep
         if rc != 0:
             raise RuntimeError(f"native run failed (code {rc})")
         if xc is not x:
             x.copy_(xc)
         return out, ok, n_ok
+
+
+# ============================================================================ threads
+class _CoreShare:
+    """OpenMP threads for native runs that may overlap (a server's sessions, a sweep's tasks).
+
+    A run asked for no thread count gets ``torch.get_num_threads()`` divided by the native
+    runs in flight in this process when it starts (itself included; at least one). Alone it
+    uses every core; two at once take half each instead of each spreading over all cores,
+    where threads of one run wait at every block for peers the scheduler took away (under
+    load a 2-thread run fell from 46x to 8x NumPy). Parallelism then comes from the runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def acquire(self, requested: int | None) -> int:
+        with self._lock:
+            self.active += 1
+            sharing = self.active
+        if requested is not None:
+            return max(1, int(requested))
+        return max(1, torch.get_num_threads() // sharing)
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+
+#: the process's native runs in flight (see :class:`_CoreShare`)
+CORES = _CoreShare()
 
 
 # ============================================================================ factory
