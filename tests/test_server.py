@@ -122,12 +122,16 @@ def test_a_session_made_for_a_late_websocket_loads_nothing_from_outside(server):
 
     import explorer.views  # noqa: F401  (the page's model types, to read its document)
 
-    session = pull_session(url=server + "/explorer", session_id=generate_session_id())
-    try:
-        urls = {str(s.url) for m in session.document.models
-                for s in (getattr(m, "stylesheets", None) or []) if isinstance(s, ImportedStyleSheet)}
-    finally:
-        session.close()
+    def style_sheets() -> set[str]:
+        session = pull_session(url=server + "/explorer", session_id=generate_session_id())
+        try:
+            return {str(s.url) for m in session.document.models
+                    for s in (getattr(m, "stylesheets", None) or []) if isinstance(s, ImportedStyleSheet)}
+        finally:
+            session.close()
+
+    with ThreadPoolExecutor(1) as ex:       # its own event loop (the browser tests run one here)
+        urls = ex.submit(style_sheets).result(timeout=120)
     assert urls, "the page's components carry their style sheets"
     outside = sorted(u for u in urls if u.startswith(("http://", "https://", "//")))
     assert not outside, outside[:3]
