@@ -653,7 +653,7 @@ def _soak_student(base_url: str, deadline: float, train_seconds: float, timeout:
     """One student (a thread with its own Playwright and chromium) giving the scripted lesson
     (tests/browser/lesson.py) again and again until ``deadline``."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from browser.lesson import run_lesson
+    from browser.lesson import page_opener, run_lesson
     from playwright.sync_api import sync_playwright
 
     lessons: list[dict] = []
@@ -663,16 +663,7 @@ def _soak_student(base_url: str, deadline: float, train_seconds: float, timeout:
             while time.perf_counter() < deadline:
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
                 errors: list[str] = []
-
-                def new_page(url):
-                    page = ctx.new_page()
-                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-                    page.on("requestfailed", lambda q: errors.append(f"request failed: {q.url[:120]}"))
-                    page.set_default_timeout(timeout * 1000)
-                    page.goto(url, timeout=timeout * 1000)
-                    page.wait_for_selector("canvas", timeout=timeout * 1000)
-                    return page
+                new_page = page_opener(ctx, errors, timeout_s=timeout)
                 t0 = time.perf_counter()
                 try:
                     out = run_lesson(new_page, base_url, train_seconds=train_seconds)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from browser.lesson import run_lesson  # noqa: E402
+from browser.lesson import page_opener, run_lesson  # noqa: E402
 from served import FLAGS, served_app  # noqa: E402
 
 
@@ -39,17 +39,8 @@ def main() -> None:
             for k in range(args.runs):
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
                 errors: list[str] = []
-
-                def new_page(url):
-                    page = ctx.new_page()
-                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-                    page.goto(url)
-                    page.wait_for_selector("canvas", timeout=60_000)
-                    return page
-
-                out = run_lesson(new_page, url,
-                                 train_seconds=args.train_seconds)
+                new_page = page_opener(ctx, errors, timeout_s=60.0, failed_requests=False)
+                out = run_lesson(new_page, url, train_seconds=args.train_seconds)
                 out["console_errors"] = len(errors)
                 runs.append(out)
                 print(f"run {k + 1}: " + ", ".join(f"{key} {v:.2f} s" for key, v in out.items()

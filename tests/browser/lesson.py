@@ -148,6 +148,23 @@ def orbit_range(page) -> tuple[float, float] | None:
     return None
 
 
+def page_opener(ctx, errors: list[str], *, timeout_s: float = 60.0, failed_requests: bool = True):
+    """``new_page(url)`` for :func:`run_lesson`: a page of the browser context ``ctx`` that
+    appends its console errors, page errors and (``failed_requests``) failed requests to
+    ``errors``, returned once ``url`` shows a plot's canvas (every wait up to ``timeout_s``)."""
+    def new_page(url):
+        page = ctx.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        if failed_requests:
+            page.on("requestfailed", lambda q: errors.append(f"request failed: {q.url[:120]}"))
+        page.set_default_timeout(timeout_s * 1000)
+        page.goto(url, timeout=timeout_s * 1000)
+        page.wait_for_selector("canvas", timeout=timeout_s * 1000)
+        return page
+    return new_page
+
+
 def run_lesson(new_page, base_url: str, *, train_seconds: float = 20.0) -> dict:
     """The lesson; ``new_page(url)`` opens a browser page. Returns timings (seconds) and the
     observations the test checks. Raises AssertionError where a step does not work."""
