@@ -11,6 +11,7 @@ rebuilds) is the controller's, the view only draws its frames.
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import holoviews as hv
@@ -21,6 +22,7 @@ import param
 
 from ..controllers.attractors import CUSTOM, AttractorController
 from ..controllers.presets import PRESETS
+from ..core.analysis.lyapunov import prepare_native
 from ..core.errors import ExplorerError
 from . import plots
 from .base import PageView, lazy_tabs, message
@@ -244,7 +246,7 @@ class AttractorsPanel(PageView):
     def _sync_widgets_now(self) -> None:
         self._sync_pending = False
         c = self.controller
-        with self.building():
+        with self.building(), self.batch():
             var = list(c.variables())
             flow = not c.is_map()
             self.picker.sync()
@@ -545,6 +547,11 @@ def warm_up() -> float:
     from panel.io.state import set_curdoc
 
     t0 = time.perf_counter()
+    # the native tangent steppers of the presets' Lyapunov spectra, built beside the rest
+    # (compiled once per machine, then loaded from the disk cache)
+    names = ["lorenz63", *(p.query.get("sys") for p in PRESETS.values() if "lyapunov" in p.compute)]
+    threading.Thread(target=prepare_native, args=(list(dict.fromkeys(n for n in names if n)),),
+                     name="warm-up-native", daemon=True).start()
     rng = np.random.default_rng(0)
     u, v, c = (rng.standard_normal(plots.DENSE_POINTS + 1).astype(np.float32) for _ in range(3))
     plots.raster_image({"u": u, "v": v, "c": c, "labels": ("x", "y")}, with_ticks=True)
