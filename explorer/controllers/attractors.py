@@ -154,6 +154,10 @@ class AttractorController(SystemSource):
 
     def __init__(self, *, dysts: bool = False, auto: bool = True, notify=None, **params):
         self._after_attractor: list[str] = []
+        #: a page that draws sets this: the on-request analyses of a preset then start when it
+        #: calls :meth:`picture_shown` (their results would otherwise compete with the picture
+        #: for the browser), not as soon as the attractor is computed
+        self.wait_for_picture = False
         self.live: LiveEnsemble | None = None      # live mode's ensemble (built on demand)
         self.maps = ParameterMapController(self)   # the parameter map tab's settings and run
         super().__init__(dysts=dysts, kinds=("flow", "map"), auto=auto, notify=notify,
@@ -443,7 +447,8 @@ class AttractorController(SystemSource):
             data = d.value
             self.attractor = data
             self.request_section()
-            self._run_after_attractor()
+            if not self.wait_for_picture:
+                self._run_after_attractor()
             note = " (stopped early)" if d.stopped else ""
             self.status = (f"{data.title}: {data.message}{note}; computed in "
                            f"{data.seconds * 1000:.0f} ms on {data.device}{backend_text(data.trajectory)}")
@@ -695,6 +700,11 @@ class AttractorController(SystemSource):
         """Start these on-request analyses (``"lyapunov"``, ``"orbit"``, ``"fixed"``) once
         the attractor being computed is shown: the picture comes first."""
         self._after_attractor = [w for w in what if w != "section"]
+        if not self.jobs.is_running("attractor"):
+            self._run_after_attractor()
+
+    def picture_shown(self) -> None:
+        """The page has drawn the attractor: start the analyses waiting for it (if any)."""
         if not self.jobs.is_running("attractor"):
             self._run_after_attractor()
 

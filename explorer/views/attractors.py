@@ -26,7 +26,7 @@ from ..core.analysis.lyapunov import prepare_native
 from ..core.errors import ExplorerError
 from . import plots
 from .base import PageView, lazy_tabs, message
-from .canvas import LyapunovBars, OrbitDiagram, ProjectionCanvas, Rotator
+from .canvas import Curves, LyapunovBars, OrbitDiagram, ProjectionCanvas, Rotator
 from .parameter_map import ParameterMapPanel
 from .live import FRAME_ACK_TIMEOUT  # noqa: F401  (frames are paced by the browser: see live.py)
 from .shell import dysts_available, prompt_widgets
@@ -58,6 +58,7 @@ class AttractorsPanel(PageView):
                  **params):
         ctrl = controller or AttractorController(dysts=dysts_available())
         super().__init__(ctrl, **params)
+        ctrl.wait_for_picture = self.served         # a browser draws: analyses come after
         self._last_frame = -1
         self._sync_pending = False
         self._make_widgets()
@@ -158,24 +159,14 @@ class AttractorsPanel(PageView):
         rotator = Rotator(get=lambda: (c.azimuth, c.elevation),
                           set=lambda az, el: c.param.update(azimuth=az, elevation=el),
                           active=lambda: c.view == "3D")
-        self.canvas = ProjectionCanvas(cmap=pn.bind(lambda col: plots.CMAPS[col], c.param.color_by),
+        self.canvas = ProjectionCanvas(cmap=plots.CMAPS[c.color_by],
                                        on_tap=self._on_tap, rotator=rotator,
                                        on_drawn=lambda: self.later(self._send_timeseries, TS_DELAY_MS),
                                        notify=self._schedule_poll)
         self.on_close(self.canvas)
         self.attractor_plot = self.canvas.pane
-        # flows as curves, maps as markers (iterates are not joined): two panes, one shown
-        self.ts_pipe, self.ts_map_pipe = hv.streams.Pipe(data=None), hv.streams.Pipe(data=None)
-        ts_opts = hv.opts.NdOverlay(responsive=True, min_height=300, framewise=True,
-                                    legend_position="right")
-        self.ts_plot = pn.pane.HoloViews(hv.DynamicMap(plots.timeseries_plot, streams=[self.ts_pipe]).opts(
-            hv.opts.Curve(line_width=1, framewise=True), ts_opts), linked_axes=False, min_height=360, **SW)
-        self.ts_map_plot = pn.pane.HoloViews(hv.DynamicMap(
-            lambda data: plots.timeseries_plot(data, markers=True), streams=[self.ts_map_pipe]).opts(
-            hv.opts.Scatter(size=2.5, framewise=True), ts_opts), linked_axes=False, min_height=360, **SW)
-        # shown through wrappers (toggling a HoloViews pane itself upsets Panel's stylesheets)
-        self.ts_box = pn.Column(self.ts_plot, **SW)
-        self.ts_map_box = pn.Column(visible=False, **SW)   # filled when a map is first shown
+        # flows as curves, maps as markers (iterates are not joined), written in place
+        self.ts = Curves(6, x_label="t", y_label="value", height=360)
         self.ts_caption = pn.pane.Markdown("**Time series**", **SW)
         self.lyap = LyapunovBars()
         self.orbit = OrbitDiagram(c.variables, lambda lo, hi: self.guard(c.zoom_orbit, lo, hi))
@@ -229,7 +220,7 @@ class AttractorsPanel(PageView):
         self.main = pn.Column(
             self.status,
             pn.Row(pn.Column(self.attractor_plot, min_height=480, **SW),
-                   pn.Column(self.equations, self.ts_caption, self.ts_box, self.ts_map_box,
+                   pn.Column(self.equations, self.ts_caption, self.ts.pane,
                              max_width=440, **SW), min_height=480, **SW),
             self.tabs, **SW)
 
@@ -400,6 +391,9 @@ class AttractorsPanel(PageView):
 
     def _show_attractor(self) -> None:
         self._send_attractor()
+        # a preset's analyses start once its picture is drawn (see _send_timeseries), or
+        # after this fallback if drawing failed
+        self.later(self.controller.picture_shown, 1500)
 
     def _show_lyapunov(self) -> None:
         c = self.controller
@@ -484,15 +478,13 @@ class AttractorsPanel(PageView):
 
     def _send_timeseries(self) -> None:
         data = self.controller.attractor
-        is_map = data is not None and data.is_map
-        shown, hidden = (self.ts_map_pipe, self.ts_pipe) if is_map else (self.ts_pipe, self.ts_map_pipe)
-        if hidden.data is not None:
-            hidden.send(None)
-        shown.send(data)
-        if is_map and not self.ts_map_box.objects:
-            self.ts_map_box.objects = [self.ts_map_plot]
-        self.ts_box.visible, self.ts_map_box.visible = not is_map, is_map
+        if data is None:
+            self.ts.show(None, [], [])
+        else:
+            t, ys, names, markers, t_label = plots.timeseries_series(data)
+            self.ts.show(t, ys, names, markers=markers, x_label=t_label)
         self.ts_caption.object = plots.timeseries_caption(data)
+        self.controller.picture_shown()
 
     def _draw_live(self, force: bool = False) -> None:
         """The live ensemble's latest frame as trails, once the browser has shown the last

@@ -287,19 +287,16 @@ def trail_layers(trails: np.ndarray, variables, axes, *, view="2D", azimuth=30.0
 
 
 # ------------------------------------------------------------------ other panels
-def timeseries_plot(data, *, member: int = 0, max_points: int = 4000, markers: bool = False
-                    ) -> hv.NdOverlay:
-    """Coordinates of one trajectory against time, one curve per variable (at most 6);
-    ``markers``: points instead of lines (maps: iterates are not joined by anything)."""
-    element = hv.Scatter if markers else hv.Curve
-    t_dim = hv.Dimension("t", label="n" if data is not None and data.kind == "map" else "t")
-    if data is None:
-        return hv.NdOverlay({"x": element([], t_dim, "value")}, kdims="variable")
-    x = data.x[:, member]                                             # (T, D)
+def timeseries_series(data, *, member: int = 0, max_points: int = 4000, most: int = 6):
+    """What the time-series plot draws of one trajectory: ``(t, [values per variable],
+    labels, markers, t label)`` for at most ``most`` variables and ``max_points`` samples;
+    ``markers``: maps' iterates are points, not joined by lines."""
+    x = np.asarray(data.x[:, member])                                  # (T, D)
     stride = timeseries_stride(data, max_points)
-    t = data.t[::stride]
-    return hv.NdOverlay({name: element((t, x[::stride, i]), t_dim, "value")
-                         for i, name in enumerate(data.variables[:6])}, kdims="variable")
+    names = list(data.variables[:most])
+    is_map = data.kind == "map"
+    return (np.asarray(data.t)[::stride], [x[::stride, i] for i in range(len(names))], names,
+            is_map, "n" if is_map else "t")
 
 
 def timeseries_stride(data, max_points: int = 4000) -> int:
@@ -319,33 +316,16 @@ def timeseries_caption(data, max_points: int = 4000) -> str:
     return f"**Time series** of {which}: {samples}"
 
 
-def lyapunov_plot(result, reference=None) -> hv.Bars:
-    """Grouped bars of the Lyapunov exponents (largest first): computed and, where the
-    system has them at these parameters, the published values."""
+def lyapunov_rows(result, reference=None) -> list[tuple[str, str, float]]:
+    """The bars of a Lyapunov spectrum (largest first): ``(exponent, source, value)`` rows,
+    ``source`` "computed" and, where the system has them at these parameters, "published"."""
     ex = [] if result is None else np.asarray(result.exponents, dtype=float).reshape(-1).tolist()
     if result is not None and result.sweep:
         ex = np.asarray(result.exponents, dtype=float)[0].tolist()
     rows = [(f"λ{i + 1}", "computed", e) for i, e in enumerate(ex)]
     if reference is not None and len(reference) == len(ex):
         rows += [(f"λ{i + 1}", "published", float(e)) for i, e in enumerate(reference)]
-    if not rows:
-        rows = [("λ1", "computed", np.nan)]
-    return hv.Bars(rows, ["exponent", "source"], "λ").opts(
-        color=hv.dim("source").categorize({"computed": "#1971c2", "published": "#adb5bd"}),
-        show_legend=True)
-
-
-def lyapunov_convergence_plot(result) -> hv.NdOverlay:
-    """The running estimate of each exponent against the averaging time: a spectrum is only
-    as good as these curves are flat at the end."""
-    unit = "iterations" if result is not None and result.kind == "map" else "time"
-    t_dim = hv.Dimension("t", label=f"averaging {unit}")
-    if result is None or result.history is None:
-        return hv.NdOverlay({"λ1": hv.Curve([], t_dim, "estimate")}, kdims="exponent")
-    t = result.history_time.numpy()
-    h = result.history.numpy()                                        # (C, k)
-    return hv.NdOverlay({f"λ{i + 1}": hv.Curve((t, h[:, i]), t_dim, hv.Dimension("estimate", label="λ"))
-                         for i in range(h.shape[1])}, kdims="exponent")
+    return sorted(rows, key=lambda r: (int(r[0][1:]), r[1]))
 
 
 def orbit_points(result, variables=()) -> hv.Points:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 
-#: the main figures of the page, read in the browser: ranges, axis label, renderer count
+#: the figures of the page, read in the browser: ranges, axis label, renderer count, name
 FIGURES = """() => {
   const out = [];
   for (const doc of Bokeh.documents)
@@ -20,7 +20,7 @@ FIGURES = """() => {
       if (m.x_range !== undefined && m.y_range !== undefined && m.renderers !== undefined)
         out.push({x: [m.x_range.start, m.x_range.end], y: [m.y_range.start, m.y_range.end],
                   xlabel: (m.below && m.below[0]) ? m.below[0].axis_label : null,
-                  renderers: m.renderers.length});
+                  renderers: m.renderers.length, name: m.name});
   return out;
 }"""
 
@@ -60,8 +60,8 @@ def wait_for(page, fn, what: str, timeout: float = 30.0):
 
 
 def main_figure(page) -> dict:
-    """The attractor plot (the figure with the most layers)."""
-    return max(page.evaluate(FIGURES), key=lambda f: f["renderers"])
+    """The attractor plot (the projection canvas's figure)."""
+    return max(page.evaluate(FIGURES), key=lambda f: (f["name"] == "projection", f["renderers"]))
 
 
 def _fits(fig: dict, *, x=None, y=None, wide: float = 0.0) -> bool:
