@@ -216,10 +216,16 @@ class ParamSliders(pn.viewable.Viewer):
         if "description" in s.param:
             changes["description"] = spec.doc or None
         changes["visible"] = True
-        # the range first: the value is checked against the bounds the range sets
-        s.param.update(**{k: v for k, v in changes.items() if getattr(s, k) != v})
+        # the range is widened to hold both the old and the new value, then the value is
+        # moved, then the range narrowed: a value outside its range at any moment would be
+        # clamped (here by validation, in the browser by the slider, which sends it back)
+        bounds = {k: v for k, v in changes.items() if k in ("start", "end", "fixed_start", "fixed_end")}
+        wide = {k: (min if k.endswith("start") else max)(getattr(s, k), v) for k, v in bounds.items()
+                if getattr(s, k) is not None}
+        s.param.update(**{k: v for k, v in wide.items() if getattr(s, k) != v})
         if s.value != value:
             s.value = value
+        s.param.update(**{k: v for k, v in changes.items() if getattr(s, k) != v})
 
     def _int_slider(self):
         s = pn.widgets.IntSlider(name="", start=0, end=1, value=0, sizing_mode="stretch_width")
