@@ -525,57 +525,81 @@ class Curves:
     coordinates against time, running estimates against averaging time), drawn as lines or,
     for maps' iterates, as markers.
 
-    One Bokeh figure, built once with ``n`` line and marker renderers and a legend entry
-    each; new data are written into their sources, visibility flags, labels and ranges (a
-    data patch). A HoloViews overlay re-rendered per trajectory made new glyphs and legend
-    items, which re-laid out the whole page in the browser: 0.7 s of a preset switch.
-    Float32 data (drawing)."""
+    One Bokeh figure, built once; its line (or marker) renderers, one legend entry each, are
+    added as more curves are first needed and then reused: new data are written into their
+    sources, visibility flags, labels and ranges (a data patch). A HoloViews overlay
+    re-rendered per trajectory made new glyphs and legend items, which re-laid out the whole
+    page in the browser: 0.7 s of a preset switch. Float32 data (drawing)."""
 
     COLORS = ('#30a2da', '#fc4f30', '#e5ae38', '#6d904f', '#8b8b8b', '#17becf', '#9467bd',
               '#d62728', '#1f77b4', '#e377c2')
 
     def __init__(self, n: int = 6, *, x_label: str = "t", y_label: str = "value",
                  title: str | None = None, height: int = 360, line_width: float = 1.0):
-        from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Range1d
+        from bokeh.models import HoverTool, Legend, Range1d
         from bokeh.plotting import figure
 
-        self.n = n
+        self.n, self.line_width = n, line_width
         fig = figure(x_range=Range1d(0, 1), y_range=Range1d(0, 1), sizing_mode="stretch_width",
                      height=height, toolbar_location="above", title=title,
                      tools="pan,wheel_zoom,box_zoom,reset,save", x_axis_label=x_label,
                      y_axis_label=y_label)
-        self.sources, self.lines, self.marks, items = [], [], [], []
-        for i in range(n):
-            color = self.COLORS[i % len(self.COLORS)]
-            src = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
-            line = fig.line("x", "y", source=src, color=color, line_width=line_width, visible=False)
-            mark = fig.scatter("x", "y", source=src, color=color, size=2.5, visible=False)
-            self.sources.append(src)
-            self.lines.append(line)
-            self.marks.append(mark)
-            items.append(LegendItem(label={"value": str(i)}, renderers=[line, mark], visible=False))
-        self.items = items
-        fig.add_layout(Legend(items=items, location="top_left"), "right")
-        fig.add_tools(HoverTool(tooltips="$name: (@x, @y)", renderers=self.lines + self.marks))
+        self.sources: list = []
+        self.glyphs: dict[bool, list] = {False: [], True: []}     # markers? -> renderers
+        self.items: list = []
+        self.legend = Legend(items=[], location="top_left")
+        fig.add_layout(self.legend, "right")
+        self.hover = HoverTool(tooltips="$name: (@x, @y)", renderers=[])
+        fig.add_tools(self.hover)
         self.fig = fig
         self.pane = pn.pane.Bokeh(fig, height=height, sizing_mode="stretch_width")
+
+    def _ensure(self, count: int, markers: bool) -> None:
+        """Renderers (lines or markers) and legend entries for ``count`` curves."""
+        from bokeh.models import ColumnDataSource, LegendItem
+
+        grown = False
+        while len(self.sources) < count:
+            self.sources.append(ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)}))
+            self.items.append(LegendItem(label={"value": ""}, renderers=[], visible=False))
+            grown = True
+        pool = self.glyphs[markers]
+        while len(pool) < count:
+            i = len(pool)
+            color = self.COLORS[i % len(self.COLORS)]
+            kw = dict(source=self.sources[i], color=color, visible=False)
+            r = (self.fig.scatter("x", "y", size=2.5, **kw) if markers
+                 else self.fig.line("x", "y", line_width=self.line_width, **kw))
+            pool.append(r)
+            grown = True
+        if grown:
+            self.legend.items = list(self.items)
+            self.hover.renderers = self.glyphs[False] + self.glyphs[True]
 
     def show(self, x, ys, labels, *, markers: bool = False, x_label: str | None = None) -> None:
         """Draw ``ys[i]`` against ``x`` labelled ``labels[i]`` (the first ``n``); ``x=None``
         clears the figure."""
         count = 0 if x is None else min(len(labels), self.n)
-        for i in range(self.n):
+        self._ensure(count, markers)
+        for i, src in enumerate(self.sources):
             on = i < count
-            src = self.sources[i]
             if on:
                 src.data = {"x": np.asarray(x, np.float32), "y": np.asarray(ys[i], np.float32)}
             elif len(src.data["x"]):
                 src.data = {"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)}
-            self.lines[i].visible, self.marks[i].visible = on and not markers, on and markers
+            for kind, pool in self.glyphs.items():
+                if i < len(pool):
+                    visible = on and kind == markers
+                    if pool[i].visible != visible:
+                        pool[i].visible = visible
+                    if on:
+                        pool[i].name = labels[i]
             self.items[i].visible = on
             if on:
-                self.items[i].label = {"value": labels[i]}         # a text, not a column
-                self.lines[i].name = self.marks[i].name = labels[i]
+                self.items[i].label = {"value": labels[i]}          # a text, not a column
+                shown = [self.glyphs[markers][i]]                     # the legend's glyph
+                if self.items[i].renderers != shown:
+                    self.items[i].renderers = shown
         if x_label is not None:
             self.fig.xaxis.axis_label = x_label
         if count:
@@ -591,18 +615,25 @@ class Curves:
 
 class LyapunovBars:
     """Lyapunov exponents as bars (computed and, where known, published) and their running
-    estimates (:class:`Curves`). Both figures are built once and updated in place."""
+    estimates (:class:`Curves`). Both figures are built with the first result, then
+    updated in place."""
 
     #: running estimates drawn (the first ones: the largest exponents)
     MAX_CURVES = 10
 
     def __init__(self):
+        # the figures are built with the first result (a session that never computes a
+        # spectrum does not pay for them)
+        self.fig = None
+        self.box = pn.Column(visible=False, sizing_mode="stretch_width")
+
+    def _build(self) -> None:
         from bokeh.models import ColumnDataSource, FactorRange, Range1d, Span
         from bokeh.plotting import figure
 
         # explicit ranges: a figure shown before its data must not have NaN ranges
-        fig = figure(x_range=FactorRange(factors=[("λ1", "computed")]), y_range=Range1d(-1, 1), height=300, sizing_mode="stretch_width",
-                     toolbar_location="above", tools="save", y_axis_label="λ",
+        fig = figure(x_range=FactorRange(factors=[("λ1", "computed")]), y_range=Range1d(-1, 1),
+                     height=300, sizing_mode="stretch_width", toolbar_location="above", tools="save", y_axis_label="λ",
                      tooltips=[("", "@x"), ("λ", "@top{0.0000}")])
         self.source = ColumnDataSource({"x": [], "top": [], "color": [], "source": []})
         fig.vbar(x="x", top="top", width=0.9, color="color", source=self.source,
@@ -618,10 +649,11 @@ class LyapunovBars:
         self.curves = Curves(self.MAX_CURVES, x_label="averaging time", y_label="λ",
                              title="Running estimate (convergence)", height=260, line_width=1.5)
         self.convergence = self.curves.pane
-        # shown once computed
-        self.box = pn.Column(self.bars, self.convergence, visible=False, sizing_mode="stretch_width")
+        self.box.objects = [self.bars, self.convergence]
 
     def show(self, result, reference=None) -> None:
+        if result is not None and self.fig is None:
+            self._build()
         self.box.visible = result is not None
         if result is None:
             return
