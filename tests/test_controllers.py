@@ -388,3 +388,15 @@ def test_status_names_the_backend_and_why_a_slower_one_ran():
     slow = SimpleNamespace(backend="eager", backend_note="native backend: gcc not found")
     assert backend_text(slow) == ", eager torch (slower path: native backend: gcc not found)"
     assert backend_text(SimpleNamespace(backend="native", backend_note="")) == ", native backend"
+
+
+def test_a_preset_chosen_in_the_page_keeps_the_classroom_settings():
+    """The teacher's classroom mode and hidden controls belong to the session: a student
+    switching preset must not bring the hidden controls back."""
+    c = AttractorController(auto=False)
+    c.apply_query({"preset": "henon-fractal", "classroom": "1", "hide": "solver,dt"})
+    c.apply_preset("lorenz-butterfly")
+    assert c.system == "lorenz63" and c.classroom and c.hidden == ["solver", "dt"]
+    plain = AttractorController(auto=False)
+    plain.apply_preset("lorenz-butterfly")
+    assert not plain.classroom and plain.hidden == []

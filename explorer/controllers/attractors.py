@@ -689,7 +689,9 @@ class AttractorController(SystemSource):
         if key not in PRESETS:
             raise ParameterError(f"unknown preset {key!r}; presets: {', '.join(PRESETS)}")
         p = PRESETS[key]
-        problems = self.apply_query(p.query, compute=False)
+        # the teacher's classroom settings belong to the session, not to the preset
+        keep = {"classroom": "1" if self.classroom else "0", "hide": ",".join(self.hidden)}
+        problems = self.apply_query({**p.query, **keep}, compute=False)
         self.preset = key
         if self.auto:
             self.request_attractor()

@@ -652,11 +652,16 @@ class LyapunovBars:
         self.box.objects = [self.bars, self.convergence]
 
     def show(self, result, reference=None) -> None:
-        if result is not None and self.fig is None:
-            self._build()
-        self.box.visible = result is not None
+        """Draw ``result`` (None: no spectrum; once figures exist they stay in place, empty:
+        hiding and showing them re-laid out the page at every new system)."""
         if result is None:
+            if self.fig is not None:
+                self.source.data = {"x": [], "top": [], "color": [], "source": []}
+                self.curves.show(None, [], [])
             return
+        if self.fig is None:
+            self._build()
+        self.box.visible = True
         rows = plots.lyapunov_rows(result, reference)
         colors = {"computed": "#1971c2", "published": "#adb5bd"}
         self.fig.x_range.factors = [(name, src) for name, src, _ in rows]
