@@ -126,7 +126,9 @@ def orbit_canvas(page):
             if box is not None and box["width"] > 300:
                 boxes.append((box["y"], c))
         low = max(boxes, key=lambda b: b[0], default=None)
-        return low[1] if low is not None and low[0] > 300 else None
+        # the element itself, not the n-th canvas: a figure added above it meanwhile (the
+        # Lyapunov plots, at their first result) would shift the index to another canvas
+        return low[1].element_handle() if low is not None and low[0] > 300 else None
     return wait_for(page, find, "the orbit diagram's plot", 60)
 
 
