@@ -603,14 +603,11 @@ class Curves:
         if x_label is not None:
             self.fig.xaxis.axis_label = x_label
         if count:
-            xs = np.asarray(x, np.float64)
             y = np.concatenate([np.asarray(ys[i], np.float64) for i in range(count)])
-            y = y[np.isfinite(y)]
-            lo, hi = (float(xs.min()), float(xs.max())) if xs.size else (0.0, 1.0)
-            ylo, yhi = (float(y.min()), float(y.max())) if y.size else (0.0, 1.0)
-            for rng, (a, b) in ((self.fig.x_range, (lo, hi)), (self.fig.y_range, (ylo, yhi))):
-                pad = 0.03 * (b - a) if b > a else max(abs(a), 1.0) * 0.05
-                rng.update(start=a - pad, end=b + pad, reset_start=a - pad, reset_end=b + pad)
+            for rng, vals in ((self.fig.x_range, np.asarray(x, np.float64)),
+                              (self.fig.y_range, y[np.isfinite(y)])):
+                a, b = plots.fit_range(vals)
+                rng.update(start=a, end=b, reset_start=a, reset_end=b)
 
 
 class LyapunovBars:
@@ -633,7 +630,8 @@ class LyapunovBars:
 
         # explicit ranges: a figure shown before its data must not have NaN ranges
         fig = figure(x_range=FactorRange(factors=[("λ1", "computed")]), y_range=Range1d(-1, 1),
-                     height=300, sizing_mode="stretch_width", toolbar_location="above", tools="save", y_axis_label="λ",
+                     height=300, sizing_mode="stretch_width", toolbar_location="above",
+                     tools="save", y_axis_label="λ",
                      tooltips=[("", "@x"), ("λ", "@top{0.0000}")])
         self.source = ColumnDataSource({"x": [], "top": [], "color": [], "source": []})
         fig.vbar(x="x", top="top", width=0.9, color="color", source=self.source,
@@ -668,10 +666,8 @@ class LyapunovBars:
         self.source.data = {"x": [(name, src) for name, src, _ in rows],
                             "top": [v for _, _, v in rows], "color": [colors[src] for _, src, _ in rows],
                             "source": [src for _, src, _ in rows]}
-        tops = [v for _, _, v in rows if math.isfinite(v)] + [0.0]
-        lo, hi = min(tops), max(tops)
-        pad = 0.08 * (hi - lo) if hi > lo else 1.0
-        self.fig.y_range.update(start=lo - pad, end=hi + pad)
+        lo, hi = plots.fit_range(np.array([v for _, _, v in rows if math.isfinite(v)] + [0.0]), pad=0.08)
+        self.fig.y_range.update(start=lo, end=hi)
         unit = "iterations" if result.kind == "map" else "time"
         if result.history is None:
             self.curves.show(None, [], [])

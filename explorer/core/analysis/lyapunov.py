@@ -330,10 +330,7 @@ def variational_class(base: type, k: int) -> type:
     :math:`(f(x), J(x) Q)` (flows) or map :math:`(F(x), J(x) Q)`: the variational equation,
     written elementwise so that it traces into generated C. RK4 on it is exactly the torch
     loop's step (:func:`_flow_step`)."""
-    from ..system import Flow, Map
-
     D = len(base.variables)
-    parent = Map if base.is_map else Flow
 
     def rhs(self, x, p):
         s = x[..., :D]
@@ -343,17 +340,32 @@ def variational_class(base: type, k: int) -> type:
         JQ = [sum(J[..., i, m] * Q[m][j] for m in range(D)) for i in range(D) for j in range(k)]
         return torch.cat([f, torch.stack(JQ, -1)], -1)
 
+    return _augmented_class(base, f"Variational{k}", f"variational{k}", rhs,
+                            extra_variables=tuple(f"q{i}_{j}" for i in range(D) for j in range(k)),
+                            extra_x0=(0.0,) * (D * k))
+
+
+def _augmented_class(base: type, prefix: str, suffix: str, rhs, *, extra_variables: tuple,
+                     extra_x0: tuple, extra_parameters: tuple = ()) -> type:
+    """A flow or map class (as ``base``) whose state is ``base``'s followed by
+    ``extra_variables``, with field ``rhs(self, x, p)``; ``self._base`` is a ``base`` with the
+    same parameters (less ``extra_parameters``). Metadata (time step, bound, period) are
+    ``base``'s."""
+    from ..system import Flow, Map
+
+    own = {q.name for q in extra_parameters}
+
     def init(self, **params):
-        self._base = base(**params)
+        self._base = base(**{k: v for k, v in params.items() if k not in own})
         super(cls, self).__init__(**params)
 
-    attrs = {"name": f"{base.name}+variational{k}", "title": base.title,
-             "variables": tuple(base.variables) + tuple(f"q{i}_{j}" for i in range(D) for j in range(k)),
-             "parameters": tuple(base.parameters),
-             "default_x0": tuple(base.default_x0) + (0.0,) * (D * k),
+    attrs = {"name": f"{base.name}+{suffix}", "title": base.title,
+             "variables": tuple(base.variables) + tuple(extra_variables),
+             "parameters": tuple(base.parameters) + tuple(extra_parameters),
+             "default_x0": tuple(base.default_x0) + tuple(extra_x0),
              "default_dt": base.default_dt, "bound": base.bound, "period": base.period,
              "__init__": init, "rhs": rhs, "__module__": __name__}
-    cls = type(f"Variational{k}{base.__name__}", (parent,), attrs)
+    cls = type(f"{prefix}{base.__name__}", (Map if base.is_map else Flow,), attrs)
     return cls
 
 
@@ -378,10 +390,9 @@ def tangent_class(base: type) -> type:
     direction. With :math:`w` = 1/steps (maps) or 1/(steps dt) (flows) and :math:`\ell = 0`
     after the transient, :math:`\ell` ends as :math:`\lambda_1`.
     """
-    from ..system import Flow, Map, Param
+    from ..system import Param
 
     D = len(base.variables)
-    parent = Map if base.is_map else Flow
 
     def rhs(self, x, p):
         s = x[..., :D]
@@ -397,18 +408,10 @@ def tangent_class(base: type) -> type:
         return torch.cat([f, torch.stack([v - r * a for v, a in zip(Ju, u)], -1),
                           (p[TANGENT_WEIGHT] * r).unsqueeze(-1)], -1)
 
-    def init(self, **params):
-        self._base = base(**{k: v for k, v in params.items() if k != TANGENT_WEIGHT})
-        super(cls, self).__init__(**params)
-
-    attrs = {"name": f"{base.name}+tangent", "title": base.title,
-             "variables": tuple(base.variables) + tuple(f"u{i}" for i in range(D)) + ("lambda1",),
-             "parameters": tuple(base.parameters) + (Param(TANGENT_WEIGHT, 1.0, 0.0, 1e12),),
-             "default_x0": tuple(base.default_x0) + (1.0,) + (0.0,) * D,
-             "default_dt": base.default_dt, "bound": base.bound, "period": base.period,
-             "__init__": init, "rhs": rhs, "__module__": __name__}
-    cls = type(f"Tangent{base.__name__}", (parent,), attrs)
-    return cls
+    return _augmented_class(base, "Tangent", "tangent", rhs,
+                            extra_variables=tuple(f"u{i}" for i in range(D)) + ("lambda1",),
+                            extra_x0=(1.0,) + (0.0,) * D,
+                            extra_parameters=(Param(TANGENT_WEIGHT, 1.0, 0.0, 1e12),))
 
 
 def largest_exponent(system: DynamicalSystem, x0: torch.Tensor, *, steps: int, transient: int,
