@@ -86,6 +86,18 @@ class Page:
             self.page.wait_for_timeout(150)
         raise AssertionError(f"status never showed {text!r}; last: {self.status()!r}")
 
+    def wait_button(self, name: str, *, enabled: bool, timeout: float = 10.0):
+        """Wait until the button ``name`` is enabled (or disabled); returns its locator.
+
+        A locator, never an element handle: BokehJS re-renders a button (a new element)
+        whenever ``disabled`` changes, so a handle taken before the server's last change
+        would go stale and never change."""
+        from playwright.sync_api import expect
+        button = self.page.get_by_role("button", name=name)
+        check = expect(button).to_be_enabled if enabled else expect(button).to_be_disabled
+        check(timeout=timeout * 1000)
+        return button
+
     def canvas_png(self, index: int = 0) -> bytes:
         """A screenshot of the index-th plot canvas."""
         return self.page.locator("canvas").nth(index).screenshot()

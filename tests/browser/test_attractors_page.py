@@ -77,8 +77,7 @@ def test_malformed_custom_equation_shows_error_and_page_keeps_working(open_page)
     params = p.page.get_by_placeholder("name = value", exact=False).first
     params.fill("a = 0.2, b = 0.2, c = 5.7")
     params.press("Enter")
-    button = p.page.get_by_role("button", name="Use these equations")
-    p.page.wait_for_function("b => !b.disabled", arg=button.element_handle(), timeout=10_000)
+    button = p.wait_button("Use these equations", enabled=True)
     button.click()
     status = p.wait_status("Custom flow:")
     assert "computed in" in status and "all bounded" in status, status

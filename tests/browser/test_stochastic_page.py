@@ -56,12 +56,10 @@ def test_training_redraws_the_maps_and_a_bad_custom_sde_is_refused(open_page):
     diffusion = page.get_by_placeholder("one entry per variable", exact=False).first
     diffusion.fill("1, -1")
     diffusion.press("Enter")
-    refused = page.get_by_role("button", name="Use these equations")
-    page.wait_for_function("b => b.disabled", arg=refused.element_handle(), timeout=10_000)
+    p.wait_button("Use these equations", enabled=False)
     diffusion.fill("1, 1")
     diffusion.press("Enter")
-    button = page.get_by_role("button", name="Use these equations")
-    page.wait_for_function("b => !b.disabled", arg=button.element_handle(), timeout=10_000)
+    button = p.wait_button("Use these equations", enabled=True)
     button.click()
     status = p.wait_status("exact 2")                      # a = 1: the rotating OU again
     assert p.errors == [], p.errors[:5]
