@@ -34,12 +34,16 @@ def test_raster_image_counts_every_point_once():
     pts = {"u": rng.normal(size=n).astype(np.float32), "v": rng.normal(size=n).astype(np.float32),
            "c": rng.random(n).astype(np.float32), "labels": ("x", "z")}
     img = plots.raster_image(pts, width=64, height=48)
-    data = img.dimension_values(2, flat=False)
-    assert data.shape == (48, 64)
-    l, b, r, t = img.bounds.lbrt()
+    data = img.pixels
+    assert data.shape == (48, 64) and img.labels == ("x", "z")
+    l, b, r, t = img.bounds
     assert l < pts["u"].min() and r > pts["u"].max() and b < pts["v"].min() and t > pts["v"].max()
     # a Gaussian cloud covers the middle of the frame and leaves corners empty
     assert np.isfinite(data[24, 32]) and np.isnan(data[0, 0])
+    # bottom row first (Bokeh's order): points only in the lower half fill the first rows
+    low = {k: (v[pts["v"] < 0] if k != "labels" else v) for k, v in pts.items()}
+    img = plots.raster_image(low, width=64, height=48, y_range=(-4.0, 4.0))
+    assert np.isfinite(img.pixels[:24]).any() and np.isnan(img.pixels[24:]).all()
 
 
 def test_quiet_pipe_changes_the_next_render_without_an_event():
@@ -48,7 +52,7 @@ def test_quiet_pipe_changes_the_next_render_without_an_event():
     pipe = plots.QuietPipe(data=None)
     calls = []
     pipe.add_subscriber(lambda **kw: calls.append(kw))
-    dmap = hv.DynamicMap(lambda data: plots.empty_image() if data is None else data, streams=[pipe])
+    dmap = hv.DynamicMap(lambda data: hv.Image(np.zeros((2, 2))) if data is None else data, streams=[pipe])
     assert dmap[()].data.shape == (2, 2)
     pipe.set_quietly(hv.Image(np.ones((3, 3))))
     assert not calls                                  # no event ...

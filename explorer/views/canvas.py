@@ -4,13 +4,14 @@ drag, live trails, a colour bar and fitted ranges; an orbit diagram with box zoo
 :class:`ProjectionCanvas` draws states (an attractor, a latent flow's samples, stochastic
 trajectories) as a 2D projection or a rotatable 3D one: sparse clouds as points (with thin lines
 for a few trajectories), dense ones as a datashader image aggregated in a worker thread and
-re-aggregated on zoom. After the first render, new images, trails and ranges are written
-straight into the Bokeh models (a data patch, not a HoloViews re-render). A page gives it data
+re-aggregated on zoom, all written straight into one Bokeh figure's sources (a data patch,
+never a re-render). A page gives it data
 and reads taps and rotations back through callbacks; it owns no page state.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -23,14 +24,20 @@ from ..controllers.jobs import JobRunner
 from . import plots
 from .live import FramePacer
 
-PLOT_OPTS = {"responsive": True, "min_height": 420, "toolbar": "above",
-             "default_tools": ["pan", "wheel_zoom", "box_zoom", "reset", "save"]}
+#: the tools of a state-space figure
+TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+
+
+@functools.lru_cache(maxsize=None)
+def process_palette(cmap: str) -> list[str]:
+    """The 256 colours of a named colour map."""
+    from holoviews.plotting.util import process_cmap
+    return process_cmap(cmap, 256)
 
 
 def palette(color_by: str) -> list[str]:
     """The 256 colours of a colouring's colour map."""
-    from holoviews.plotting.util import process_cmap
-    return process_cmap(plots.CMAPS.get(color_by, "viridis"), 256)
+    return process_palette(plots.CMAPS.get(color_by, "viridis"))
 
 
 def close_ranges(a, b, rel: float = 1e-6) -> bool:
@@ -51,8 +58,8 @@ def fit_view(fig, box, *, three_d: bool = False) -> None:
     (HoloViews keeps a range the browser reported for the old axes). ``three_d``: a rotated
     projection has no meaningful tick values (hidden) and a drag rotates (no drag tool)."""
     l, b, r, t = box
-    fig.x_range.update(start=l, end=r)
-    fig.y_range.update(start=b, end=t)
+    fig.x_range.update(start=l, end=r, reset_start=l, reset_end=r)     # Reset comes back here
+    fig.y_range.update(start=b, end=t, reset_start=b, reset_end=t)
     alpha = 0.0 if three_d else 1.0
     for ax in list(fig.xaxis) + list(fig.yaxis):
         ax.update(major_label_text_alpha=alpha, major_tick_line_alpha=alpha,
@@ -172,9 +179,16 @@ class Trails:
 class ProjectionCanvas:
     """A projected cloud of states with trails, colour bar, 3D rotation and zoom.
 
+    One Bokeh figure, built with the canvas and then only written to: a dense cloud's image,
+    a sparse one's points and lines (a few trajectories), the 3D view's axis triad, the
+    trails and the colour bar are glyphs whose sources, ranges, labels and colour map change
+    in place. A HoloViews overlay of the same layers cost a new session 0.15 s to render and
+    re-rendered all four whenever the axes changed (a new system). Colours are ranks in
+    [0, 1] (histogram-equalised, :func:`plots.equalize`) through one linear colour mapper.
+
     Args:
         cmap: the first colour map name; each drawing then brings its colouring's.
-        on_tap: ``(x, y)`` of a click on the points.
+        on_tap: ``(x, y)`` of a click on the plot.
         rotator: the :class:`Rotator` of the 3D view.
         on_drawn: called after each new drawing reached the plot (follow-ups: time series).
         notify: called from worker threads when a drawing is ready (schedule a poll).
@@ -182,120 +196,59 @@ class ProjectionCanvas:
 
     def __init__(self, *, cmap, on_tap: Callable, rotator: Rotator, on_drawn: Callable,
                  notify: Callable, min_height: int = 460):
+        from bokeh.events import RangesUpdate, Tap
+        from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
+        from bokeh.plotting import figure
+
         self.rotator, self.on_drawn, self.on_tap = rotator, on_drawn, on_tap
-        self.pipe = plots.QuietPipe(data=None)          # projected points (sparse) and settings
-        self.image_pipe = plots.QuietPipe(data=None)    # the dense image
         self.jobs = JobRunner(notify=notify, admission=None)   # drawing never waits in the queue
-        self.trails = Trails()
-        self.fig = self.colorbar = self._img_source = None
-        self._img_dims: tuple = ()
-        self._pts_source = self._path_source = None     # Bokeh sources of the sparse layers
         self.pts = None                                 # projected points of a dense drawing
         self.rendered = None                            # (x_range, y_range) of the image
         self.centre = None                              # 3D: the rotation's centre
         self.three_d = False
-        img = hv.DynamicMap(lambda data: plots.empty_image() if data is None else data,
-                            streams=[self.image_pipe])
-        pts = hv.DynamicMap(lambda data: plots.points_element(data, dense=False) if data
-                            else plots.empty_points(), streams=[self.pipe])
-        # the colour map is set in place by each drawing (see _recolour): a reactive option
-        # would re-render the overlay, image data included, whenever the colouring changes
-        self._palette: list[str] | None = None
-        self._mappers: dict[str, object] = {}
-        img_o = img.opts(cmap=cmap).opts(clim=(0.0, 1.0), colorbar=False, tools=["tap"],
-                                               framewise=True, hooks=[plots.weak_hook(self._hook)], **PLOT_OPTS)
-        pts_o = pts.opts(color="c", cmap=cmap).opts(size=2.2, alpha=0.8, tools=["tap"],
-                                                          framewise=True,
-                                                          hooks=[plots.weak_hook(self._pts_hook)])
-        self.view_range = hv.streams.RangeXY(source=img)
-        self.view_range.add_subscriber(self._on_zoom)
-        self.tap = hv.streams.Tap(source=pts, x=None, y=None)
-        self.tap.add_subscriber(lambda x=None, y=None: None if x is None or y is None else on_tap(x, y))
-        lines = hv.DynamicMap(self._lines, streams=[self.pipe]).opts(
-            hooks=[plots.weak_hook(self._path_hook)])
-        overlay = (img_o * lines * pts_o
-                   * hv.DynamicMap(self._triad, streams=[self.pipe]))
-        self.pane = pn.pane.HoloViews(
-            overlay.opts(hv.opts.Overlay(responsive=True, min_height=min_height, framewise=True, title="")),
-            linked_axes=False, sizing_mode="stretch_width", min_height=min_height)
+        self._image_bounds = None                       # (l, b, r, t) of the image shown
+        fig = figure(name="projection",                 # how tests and benchmarks find it
+                     x_range=Range1d(0, 1), y_range=Range1d(0, 1), x_axis_label=" ",
+                     y_axis_label=" ", tools=TOOLS, toolbar_location="above",
+                     sizing_mode="stretch_both", min_height=min_height)
+        self.mapper = LinearColorMapper(palette=process_palette(cmap), low=0.0, high=1.0,
+                                        nan_color="rgba(0, 0, 0, 0)")
+        self.image = ColumnDataSource(_EMPTY_IMAGE)
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image,
+                  color_mapper=self.mapper)
+        self.lines = ColumnDataSource({"xs": [], "ys": []})
+        fig.multi_line("xs", "ys", source=self.lines, color=plots.LINE, alpha=0.35, line_width=0.7)
+        self.points = ColumnDataSource(_empty("u", "v", "color"))
+        fig.scatter("u", "v", source=self.points, size=2.2, alpha=0.8,
+                    color={"field": "color", "transform": self.mapper})
+        self.triad = ColumnDataSource(_empty("x0", "y0", "x1", "y1"))
+        self.triad_labels = ColumnDataSource({"x": [], "y": [], "text": []})
+        fig.segment("x0", "y0", "x1", "y1", source=self.triad, color="#555", line_width=1.5)
+        fig.text("x", "y", "text", source=self.triad_labels, text_font_size="10pt", text_color="#333")
+        self.trails = Trails()
+        self.trails.attach(fig)
+        self.colorbar = add_colorbar(fig)
+        rotator.attach(fig)
+        fig.on_event(Tap, self._on_tap)
+        fig.on_event(RangesUpdate, self._on_ranges)
+        self.fig = fig
+        self.pane = pn.pane.Bokeh(fig, sizing_mode="stretch_both", min_height=min_height)
 
-    # ---------------------------------------------------------------- layers
-    @staticmethod
-    def _lines(data):
-        if not data:
-            return hv.Path([])
-        return plots.path_element(data["data"], data["axes"], view=data["view"], azimuth=data["az"],
-                                  elevation=data["el"])
+    def _on_tap(self, event) -> None:
+        if event.x is not None and event.y is not None:
+            self.on_tap(event.x, event.y)
 
-    @staticmethod
-    def _triad(data):
-        if not data or data["view"] != "3D" or not all(v in data["data"].variables for v in data["axes"]):
-            return plots.empty_triad()
-        return plots.axes_triad(data["data"].x, data["data"].variables, data["axes"], data["az"], data["el"])
-
-    def _hook(self, plot, element) -> None:
-        """Keep the image's Bokeh source; add trails, colour bar and rotation (once per figure)."""
-        self._img_source = plot.handles.get("source")
-        self._img_dims = tuple(d.label for d in element.kdims)
-        self._keep_mapper("image", plot)
-        if self.fig is plot.state:
-            return
-        self.fig = plot.state
-        self.fig.name = "projection"                 # how tests and benchmarks find it
-        self.trails.attach(self.fig)
-        self.colorbar = add_colorbar(self.fig)
-        self.rotator.attach(self.fig)
-
-    def _pts_hook(self, plot, element) -> None:
-        self._pts_source = plot.handles.get("source")
-        self._keep_mapper("points", plot)
-
-    def _keep_mapper(self, layer: str, plot) -> None:
-        """Remember a layer's colour mapper and give it the current colouring's palette
-        (HoloViews resets it to the static option when it re-renders the layer)."""
-        mapper = next((h for k, h in plot.handles.items() if k.endswith("color_mapper")), None)
-        if mapper is not None:
-            self._mappers[layer] = mapper
-            if self._palette is not None and list(mapper.palette) != self._palette:
-                mapper.palette = self._palette
-
-    def _recolour(self, color_by: str) -> None:
-        """The colouring's colour map into the layers' mappers, in place."""
-        self._palette = palette(color_by)
-        for mapper in self._mappers.values():
-            if list(mapper.palette) != self._palette:
-                mapper.palette = self._palette
-
-    def _path_hook(self, plot, element) -> None:
-        self._path_source = plot.handles.get("source")
-
-    def _update_in_place(self, pts) -> bool:
-        """Put a new sparse drawing straight into the Bokeh sources of the points and lines
-        when only their values changed (same axes, a 2D view shown before as points): one data
-        patch instead of HoloViews re-rendering the four layers of the overlay (about 0.2 s of
-        the server's event loop per drawing, most of a parameter change's delay). The stream's
-        value is updated without an event, so a later re-render starts from this drawing.
-        False where the full re-render is needed."""
-        shown, psrc, lsrc = self.pipe.data, self._pts_source, self._path_source
-        if (psrc is None or lsrc is None or not shown or not shown["u"].size or "rank" not in pts
-                or pts["view"] == "3D" or shown["view"] == "3D"
-                or tuple(shown["labels"]) != tuple(pts["labels"])
-                or set(psrc.data) != {"u", "v", "color"} or set(lsrc.data) != {"xs", "ys"}):
-            return False
-        path = self._lines(pts)
-        lines = path.split(datatype="array") if len(path) else []
-        self.pipe.set_quietly(pts)
-        psrc.data = {"u": pts["u"], "v": pts["v"], "color": pts["rank"]}
-        lsrc.data = {"xs": [line[:, 0] for line in lines], "ys": [line[:, 1] for line in lines]}
-        return True
+    def _on_ranges(self, event) -> None:
+        if None not in (event.x0, event.x1, event.y0, event.y1):
+            self._on_zoom((event.x0, event.x1), (event.y0, event.y1))
 
     # ---------------------------------------------------------------- drawing
     def draw(self, data, axes, *, view: str, azimuth: float, elevation: float, color_by: str,
              color_title: str) -> None:
         """Project (and above DENSE_POINTS aggregate) ``data`` in a worker thread; the UI
-        thread only hands the result to the plot (:meth:`poll`)."""
+        thread only writes the result into the figure (:meth:`poll`)."""
         if data is None:                 # the next data replaces this drawing (and fits its
-            self.pts = None              # view); clearing first would cost two re-renders
+            self.pts = None              # view); clearing first would cost two redraws
             return
         if view == "3D" and len(axes) == 3:
             idx = [list(data.variables).index(a) for a in axes]
@@ -306,11 +259,13 @@ class ProjectionCanvas:
 
         def work(stop, progress):
             pts = plots.attractor_points(data, axes, view=view, azimuth=azimuth, elevation=elevation)
-            pts.update(data=data, axes=axes, view=view, az=azimuth, el=elevation,
-                       color_by=color_by, title=color_title)
+            pts.update(view=view, color_by=color_by, title=color_title)
+            if view == "3D" and len(axes) == 3 and all(a in data.variables for a in axes):
+                pts["triad"] = (plots.axes_triad(data.x, data.variables, axes, azimuth, elevation), axes)
             if pts["u"].size > plots.DENSE_POINTS:
                 image, pts["ticks"] = plots.raster_image(pts, with_ticks=True)
                 return pts, image
+            pts["lines"] = plots.path_lines(data, axes, view=view, azimuth=azimuth, elevation=elevation)
             return pts, None
 
         self.jobs.submit("image", work, label="drawing")
@@ -327,64 +282,73 @@ class ProjectionCanvas:
         return bool(self.jobs.running())
 
     def _show(self, value) -> None:
-        if isinstance(value, hv.Image):              # a zoomed re-aggregation
+        if isinstance(value, plots.Raster):          # a zoomed re-aggregation
             self.show_image(value, fit=False)
             return
         pts, image = value
         self.three_d = pts["view"] == "3D"
         self._recolour(pts["color_by"])
-        if self.colorbar is not None:
-            set_colorbar(self.colorbar, pts.get("ticks", {}), pts["color_by"], pts["title"])
+        set_colorbar(self.colorbar, pts.get("ticks", {}), pts["color_by"], pts["title"])
         if image is not None:
             self.pts = pts
             self.show_image(image)
-            if self.pipe.data is None or self.pipe.data["u"].size:
-                self.pipe.send({**pts, **{k: pts[k][:0] for k in ("u", "v", "c", "rank") if k in pts}})
+            self._set(self.points, _empty("u", "v", "color"))
+            self._set(self.lines, {"xs": [], "ys": []})
         else:
             self.pts = None
+            self._set(self.image, _EMPTY_IMAGE)
+            self._image_bounds = None
+            self.points.data = {"u": pts["u"], "v": pts["v"], "color": pts["rank"]}
+            xs, ys = pts["lines"]
+            self._set(self.lines, {"xs": xs, "ys": ys})
             (l, r), (b, t) = plots.fit_range(pts["u"]), plots.fit_range(pts["v"])
-            self.image_pipe.set_quietly(plots.empty_image(pts["labels"], bounds=(l, b, r, t)))
-            if not self._update_in_place(pts):
-                self.pipe.send(pts)                  # re-renders the overlay, image included
             self.fit((l, b, r, t))
+        self._show_triad(pts.get("triad"))
         self._label_axes(pts["labels"])
         self.on_drawn()
 
-    def _label_axes(self, labels) -> None:
-        """Write the axis labels into the figure too: a re-render of the overlay that
-        coalesces with a newer one can leave HoloViews' labels one drawing behind (seen
-        under load: a rotated 3D view still titled with the azimuth before the drag)."""
-        if self.fig is None:
+    @staticmethod
+    def _set(source, data: dict) -> None:
+        """New data for a source, unless it and the shown data are both empty."""
+        if any(len(v) for v in data.values()) or any(len(v) for v in source.data.values()):
+            source.data = data
+
+    def _show_triad(self, triad) -> None:
+        if triad is None:
+            self._set(self.triad, _empty("x0", "y0", "x1", "y1"))
+            self._set(self.triad_labels, {"x": [], "y": [], "text": []})
             return
+        (o, ends), axes = triad
+        self.triad.data = {"x0": [float(o[0])] * 3, "y0": [float(o[1])] * 3,
+                           "x1": [float(e[0]) for e in ends], "y1": [float(e[1]) for e in ends]}
+        self.triad_labels.data = {"x": [float(e[0]) for e in ends], "y": [float(e[1]) for e in ends],
+                                  "text": [str(a) for a in axes]}
+
+    def _recolour(self, color_by: str) -> None:
+        """The colouring's colour map into the mapper, in place."""
+        colors = palette(color_by)
+        if list(self.mapper.palette) != colors:
+            self.mapper.palette = colors
+
+    def _label_axes(self, labels) -> None:
         for axes, text in zip((self.fig.xaxis, self.fig.yaxis), labels):
             for axis in axes:
                 if axis.axis_label != (str(text) or " "):
                     axis.axis_label = str(text) or " "
 
-    def show_image(self, image: hv.Image, *, fit: bool = True) -> None:
-        """Put a rasterised cloud on screen.
-
-        When the axes are those already shown, the new pixels go straight into the Bokeh
-        image glyph's source, with the new ranges (the values are equalised to [0, 1], so the
-        colour mapper stays as it is): a data patch of one glyph. Through the image stream,
-        HoloViews would re-render the whole overlay on the UI thread (about 50 ms for this
-        plot), so only a change of axes takes that path. The stream's value is updated all
-        the same, without an event, so a later re-render starts from this image. ``fit``:
-        set the view to the image's bounds (new data; not for a zoom's re-aggregation)."""
-        src, fig = self._img_source, self.fig
-        l, b, r, t = image.bounds.lbrt()
-        if src is None or fig is None or self._img_dims != tuple(d.label for d in image.kdims):
-            self.image_pipe.send(image)
-        else:
-            self.image_pipe.set_quietly(image)
-            pixels = image.dimension_values(2, flat=False)            # (H, W), bottom row first
-            src.data = {"image": [pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
+    def show_image(self, image: plots.Raster, *, fit: bool = True) -> None:
+        """Put a rasterised cloud on screen: its pixels and bounds into the image glyph's
+        source (the values are equalised to [0, 1], so the colour mapper stays as it is).
+        ``fit``: set the view to the image's bounds (new data; not for a zoom's
+        re-aggregation)."""
+        l, b, r, t = image.bounds
+        self._image_bounds = image.bounds
+        self.image.data = {"image": [image.pixels], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
         if fit:
             self.fit((l, b, r, t))
 
     def fit(self, box) -> None:
-        if self.fig is not None:
-            fit_view(self.fig, box, three_d=self.three_d)
+        fit_view(self.fig, box, three_d=self.three_d)
         l, b, r, t = box
         self.rendered = ((l, r), (b, t))
 
@@ -392,9 +356,9 @@ class ProjectionCanvas:
         """Re-aggregate at the new view range (datashader's zoom), off the UI thread."""
         if self.pts is None or x_range is None or y_range is None:
             return
-        last, img = self.rendered, self.image_pipe.data
-        if last is not None and last[0] is None and img is not None:
-            (x0, y0, x1, y1) = img.bounds.lbrt()
+        last, bounds = self.rendered, self._image_bounds
+        if last is not None and last[0] is None and bounds is not None:
+            (x0, y0, x1, y1) = bounds
             last = ((x0, x1), (y0, y1))
         if last is not None and last[0] is not None and close_ranges(last[0], x_range) \
                 and close_ranges(last[1], y_range):
@@ -405,6 +369,13 @@ class ProjectionCanvas:
 
     def close(self) -> None:
         self.jobs.close()
+
+
+def _empty(*columns: str) -> dict:
+    return {c: np.zeros(0, np.float32) for c in columns}
+
+
+_EMPTY_IMAGE = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 
 
 def zoomed_range(rng, shown) -> tuple[float, float, bool] | None:
@@ -542,7 +513,7 @@ class Curves:
         self.n, self.line_width = n, line_width
         fig = figure(x_range=Range1d(0, 1), y_range=Range1d(0, 1), sizing_mode="stretch_width",
                      height=height, toolbar_location="above", title=title,
-                     tools="pan,wheel_zoom,box_zoom,reset,save", x_axis_label=x_label,
+                     tools=TOOLS, x_axis_label=x_label,
                      y_axis_label=y_label)
         self.sources: list = []
         self.glyphs: dict[bool, list] = {False: [], True: []}     # markers? -> renderers

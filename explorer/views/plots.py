@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
+from typing import NamedTuple
 
 import holoviews as hv
 import numpy as np
 
-# An all-NaN image (nothing drawn yet, see empty_image) is expected; HoloViews' range
-# computation warns about it on every render.
+# An all-NaN image (nothing drawn yet) is expected; HoloViews' range computation warns about
+# it on every render.
 warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning,
                         module="holoviews.core.data.image")
 
@@ -84,14 +85,9 @@ def projection_label(azimuth: float, elevation: float) -> str:
     return f"3D projection, azimuth {azimuth:.0f}°, elevation {elevation:.0f}° (drag to rotate)"
 
 
-def empty_triad() -> hv.Overlay:
-    """No triad (2D view): the same layers as :func:`axes_triad`, empty."""
-    uv = screen_dims((" ", " "))
-    return hv.Segments([], kdims=uv + ["u1", "v1"]) * hv.Labels([], kdims=uv)
-
-
-def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float) -> hv.Overlay:
-    """Short projected unit axes with their variable names (orientation aid of the 3D view)."""
+def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float):
+    """Short projected unit axes of the 3D view (its orientation aid): ``(origin, ends)``,
+    the screen point (2,) they start from and their three ends (3, 2), in ``axes``' order."""
     idx = [list(variables).index(a) for a in axes]
     sub = x[..., idx].reshape(-1, 3)
     span = np.nanmax(sub, 0) - np.nanmin(sub, 0)
@@ -99,13 +95,7 @@ def axes_triad(x: np.ndarray, variables, axes, azimuth: float, elevation: float)
     R = rotation(azimuth, elevation)
     u_all = (sub - np.nanmean(sub, 0)) @ R.T
     o = np.nanmin(u_all, 0) if np.isfinite(u_all).any() else np.zeros(2)
-    ends = o + L * R.T                                                # (3, 2)
-    uv = screen_dims((" ", " "))
-    segs = hv.Segments([(o[0], o[1], e[0], e[1]) for e in ends], kdims=uv + ["u1", "v1"]).opts(
-        color="#555", line_width=1.5)
-    labels = hv.Labels([(e[0], e[1], a) for e, a in zip(ends, axes)], kdims=uv).opts(
-        text_font_size="10pt", text_color="#333")
-    return segs * labels
+    return o, o + L * R.T
 
 
 # ------------------------------------------------------------------ attractor
@@ -145,26 +135,14 @@ def color_ticks(values: np.ndarray, n: int = 5, sample: int = 65536) -> dict[flo
     return {float(q): f"{x:.4g}" for q, x in zip(qs, vals)}
 
 
-def empty_points(labels=("x", "y")) -> hv.Points:
-    return hv.Points(np.zeros((0, 3), dtype=np.float32), kdims=screen_dims(labels), vdims=["c"])
-
-
-def points_element(pts: dict, *, dense: bool) -> hv.Points:
-    """hv.Points of the attractor; empty unless its size class (dense or not) matches."""
-    n = pts["u"].size
-    if (n > DENSE_POINTS) != dense:
-        return empty_points(pts["labels"])
-    c = pts["rank"] if "rank" in pts else pts["c"]
-    return hv.Points((pts["u"], pts["v"], c), kdims=screen_dims(pts["labels"]), vdims=["c"])
-
-
-def path_element(data, axes, *, view="2D", azimuth=30.0, elevation=20.0, max_lines=20) -> hv.Path:
-    """Thin lines under the points for a few trajectories (flows only, sparse mode)."""
+def path_lines(data, axes, *, view="2D", azimuth=30.0, elevation=20.0,
+               max_lines=20) -> tuple[list, list]:
+    """Thin lines under the points for a few trajectories (flows only, sparse mode): the
+    screen coordinates ``(xs, ys)``, one array per trajectory (none otherwise)."""
     if data is None or data.kind != "flow" or data.x.shape[1] > max_lines or data.n_points > DENSE_POINTS:
-        return hv.Path([], kdims=screen_dims(("x", "y")))
-    u, v, labels = project(data.x, data.variables, axes, view=view, azimuth=azimuth, elevation=elevation)
-    return hv.Path([np.column_stack([u[:, b], v[:, b]]) for b in range(u.shape[1])],
-                   kdims=screen_dims(labels)).opts(color=LINE, alpha=0.35, line_width=0.7)
+        return [], []
+    u, v, _ = project(data.x, data.variables, axes, view=view, azimuth=azimuth, elevation=elevation)
+    return [u[:, b] for b in range(u.shape[1])], [v[:, b] for b in range(u.shape[1])]
 
 
 class QuietPipe(hv.streams.Pipe):
@@ -190,13 +168,6 @@ class QuietPipe(hv.streams.Pipe):
 
 
 # ------------------------------------------------------------------ rasterised attractor
-def empty_image(labels=("x", "y"), bounds=None) -> hv.Image:
-    """An all-NaN image (nothing drawn); ``bounds`` (l, b, r, t) keeps it inside the view of
-    what is drawn beside it (framewise ranges take in every layer's extent)."""
-    kw = {} if bounds is None else {"bounds": tuple(bounds)}
-    return hv.Image(np.full((2, 2), np.nan, np.float32), kdims=screen_dims(labels), vdims=["c"], **kw)
-
-
 def fit_range(a: np.ndarray, pad: float = 0.03) -> tuple[float, float]:
     """(low, high) of the finite values of ``a``, padded; a unit range around a constant."""
     lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 1.0)
@@ -234,9 +205,18 @@ def equalize(values: np.ndarray, levels: int = 256, sample: int = 65536) -> np.n
     return out
 
 
+class Raster(NamedTuple):
+    """A rasterised point cloud: ``pixels`` (H, W) float32, bottom row first (as Bokeh's image
+    glyph takes them), over ``bounds`` (left, bottom, right, top) of the screen axes
+    ``labels``."""
+    pixels: np.ndarray
+    bounds: tuple[float, float, float, float]
+    labels: tuple
+
+
 def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None,
                  y_range=None, with_ticks: bool = False):
-    """Datashader aggregate (mean colour value per pixel) of projected points, as an Image.
+    """Datashader aggregate (mean colour value per pixel) of projected points, a :class:`Raster`.
 
     Runs anywhere (the page calls it in a worker thread). The pixel values are histogram-
     equalised here (:func:`equalize`, float32 in [0, 1], NaN where empty), so the browser maps
@@ -250,9 +230,8 @@ def raster_image(pts: dict, *, width: int = 640, height: int = 480, x_range=None
     frame = pd.DataFrame({"u": pts["u"], "v": pts["v"], "c": pts["c"]}, copy=False)
     agg = ds.Canvas(plot_width=width, plot_height=height, x_range=xr, y_range=yr).points(
         frame, "u", "v", ds.mean("c"))
-    img = equalize(agg.values)[::-1]                                  # (H, W), top row first
-    image = hv.Image(img, bounds=(xr[0], yr[0], xr[1], yr[1]), kdims=screen_dims(pts["labels"]),
-                     vdims=["c"])
+    image = Raster(equalize(agg.values), (xr[0], yr[0], xr[1], yr[1]),   # bottom row first
+                   tuple(pts["labels"]))
     if with_ticks:
         return image, color_ticks(agg.values)
     return image
