@@ -53,7 +53,10 @@ in the leak check, a class of 6 (2 live), 2 students for 2 minutes. Results go t
     python benchmarks/bench_classroom.py [--gets 20] [--burst 30] [--pages 10]
         [--leak-sessions 100] [--settle 15] [--class-size 30] [--live 5] [--changes 20]
         [--soak-students 10] [--soak-minutes 10] [--soak-train 5] [--skip STEPS] [--quick]
-        [--port P] [--out FILE] [--no-write]
+        [--port P] [--num-procs N] [--out FILE] [--no-write]
+
+``--num-procs 2`` serves with two processes (one per core of this machine); ``/stats`` then
+sums both processes' figures, each at most a second old.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def one_line(e: BaseException) -> str:
 class Server:
     """``python -m explorer serve --admin`` in a subprocess, its output in a temporary file."""
 
-    def __init__(self, port: int | None, timeout: float = 180.0):
+    def __init__(self, port: int | None, timeout: float = 180.0, num_procs: int = 1):
         if port is None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -134,6 +137,7 @@ class Server:
         self.base = f"http://localhost:{port}"
         self.url = f"{self.base}/explorer"
         self.timeout = timeout
+        self.num_procs = num_procs
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open while the server runs
             "w+", prefix="bench-classroom-server-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
@@ -149,7 +153,8 @@ class Server:
         # page whose browser connects later than that gets a second session built for it
         env = {**os.environ, "EXPLORER_CONNECT_WAIT_S": os.environ.get("EXPLORER_CONNECT_WAIT_S", "20")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "explorer", "serve", "--port", str(self.port), "--admin"],
+            [sys.executable, "-m", "explorer", "serve", "--port", str(self.port), "--admin",
+             "--num-procs", str(self.num_procs)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         while True:                         # /stats answers: the app is warmed up and served
             if self.proc.poll() is not None:
@@ -750,6 +755,9 @@ def main(argv=None) -> int:
                     help="steps to skip, comma-separated: cost,burst,pages,leak,run,latency,soak")
     ap.add_argument("--quick", action="store_true", help="small counts: a check that it all works")
     ap.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
+    ap.add_argument("--num-procs", type=int, default=1,
+                    help="server processes (serve --num-procs; /stats sums them, each process "
+                         "publishing its figures once a second)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -784,10 +792,11 @@ def main(argv=None) -> int:
                               "soak_students": n_students, "soak_minutes": soak_min,
                               "soak_train_s": args.soak_train,
                               "max_runs": os.environ.get("EXPLORER_MAX_RUNS"),
-                              "skipped": sorted(skip), "chromium": CHROMIUM},
+                              "skipped": sorted(skip), "chromium": CHROMIUM,
+                              "num_procs": args.num_procs},
                  "errors": {}}
     failed = False
-    server = Server(args.port)
+    server = Server(args.port, num_procs=args.num_procs)
 
     def step(name: str, fn, *a):
         """Run a step; a failure is recorded (with the server log's tail) and the next goes on."""

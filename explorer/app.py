@@ -23,7 +23,22 @@ def create_app():
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.on_session_destroyed(lambda ctx: release_memory())
         _serve_styles_locally(pn.state.curdoc)
+        _publish_this_process()
     return page(query.get("page")).build()
+
+
+def _publish_this_process() -> None:
+    """A multi-process server's process publishes its /stats figures from its first session
+    on (see :func:`_start_publishing`)."""
+    import os
+
+    if not os.environ.get(STATS_DIR_ENV) or _publisher_pid == os.getpid():
+        return
+    for server, *_ in list(pn.state._servers.values()):
+        tornado_app = getattr(server, "_tornado", None)
+        if tornado_app is not None:
+            _start_publishing(tornado_app)
+            return
 
 
 def _serve_styles_locally(doc) -> None:
@@ -211,21 +226,95 @@ def server_stats(sessions: int | None = None, *, collect: bool = False) -> dict:
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
 
 
+def _sessions(tornado_app) -> int:
+    contexts = getattr(tornado_app, "_applications", {}).values()
+    return sum(len(getattr(c, "sessions", ())) for c in contexts)
+
+
+#: with ``--num-procs``, each server process writes its figures here every second (a JSON
+#: file per process id), so that ``/stats`` answers for the whole server, whichever process
+#: the request reaches
+STATS_DIR_ENV = "EXPLORER_STATS_DIR"
+_publisher_pid: int | None = None
+
+
+def _publish(tornado_app, collect: bool = False) -> dict:
+    """This process's figures, written to the shared directory (multi-process servers)."""
+    import json
+    import os
+
+    stats = server_stats(_sessions(tornado_app), collect=collect)
+    folder = os.environ.get(STATS_DIR_ENV)
+    if folder:
+        tmp = os.path.join(folder, f".{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(stats, f)
+            os.replace(tmp, os.path.join(folder, f"{os.getpid()}.json"))
+        except OSError:
+            pass
+    return stats
+
+
+def _start_publishing(tornado_app) -> None:
+    """Publish this process's figures every second from now on (once per process)."""
+    import os
+
+    from tornado.ioloop import PeriodicCallback
+
+    global _publisher_pid
+    if not os.environ.get(STATS_DIR_ENV) or _publisher_pid == os.getpid():
+        return
+    _publisher_pid = os.getpid()
+    _publish(tornado_app)
+    PeriodicCallback(lambda: _publish(tornado_app), 1000).start()   # on this process's loop
+
+
+def _whole_server(own: dict) -> dict:
+    """The figures of every live process of this server summed (``processes``: how many
+    answered); ``own`` alone in a single-process server."""
+    import json
+    import os
+
+    folder = os.environ.get(STATS_DIR_ENV)
+    if not folder:
+        return {**own, "processes": 1}
+    total, n = dict(own), 1
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        names = []
+    for name in names:
+        if not name.endswith(".json") or name == f"{os.getpid()}.json":
+            continue
+        try:
+            os.kill(int(name[:-5]), 0)                 # a process that ended: not counted
+            with open(os.path.join(folder, name)) as f:
+                other = json.load(f)
+        except (OSError, ValueError):
+            continue
+        n += 1
+        for key, value in other.items():
+            if isinstance(value, (int, float)) and isinstance(total.get(key), (int, float)):
+                total[key] = round(total[key] + value, 2)
+    return {**total, "processes": n}
+
+
 def _stats_handler():
-    """A tornado handler for ``/stats`` (JSON of :func:`server_stats`; ``?gc=1`` collects
-    first). Served with ``--admin`` only."""
+    """A tornado handler for ``/stats`` (JSON of :func:`server_stats`, summed over the server's
+    processes with ``--num-procs``; ``?gc=1`` collects first, in the answering process).
+    Served with ``--admin`` only."""
     import json
 
     from tornado.web import RequestHandler
 
     class StatsHandler(RequestHandler):
         def get(self) -> None:
-            contexts = getattr(self.application, "_applications", {}).values()
-            sessions = sum(len(getattr(c, "sessions", ())) for c in contexts)
-            stats = server_stats(sessions, collect=self.get_argument("gc", "0") == "1")
+            _start_publishing(self.application)
+            own = _publish(self.application, collect=self.get_argument("gc", "0") == "1")
             self.set_header("Content-Type", "application/json")
             self.set_header("Cache-Control", "no-store")
-            self.write(json.dumps(stats))
+            self.write(json.dumps(_whole_server(own)))
 
     return StatsHandler
 
@@ -281,6 +370,15 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
         logging.getLogger(__name__).exception("warm-up failed (the app still serves)")
     _freeze_startup_objects()
     _serve_without_diagnostics()
+    if admin and num_procs != 1:          # /stats sums the processes' figures
+        import os
+        import tempfile
+
+        import atexit
+        import shutil
+
+        os.environ[STATS_DIR_ENV] = folder = tempfile.mkdtemp(prefix="explorer-stats-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     if num_threads is not None:
         pn.config.nthreads = num_threads
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(allow_origin or [])]

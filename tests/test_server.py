@@ -162,3 +162,27 @@ def test_a_message_from_a_dropped_connection_is_one_line_not_a_traceback():
     except AssertionError:
         other = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     assert _DisconnectFilter().filter(other) and other.levelno == logging.ERROR and other.exc_info
+
+
+def test_stats_of_a_multi_process_server_sum_its_live_processes(tmp_path, monkeypatch):
+    """With --num-procs each process publishes its /stats figures to a shared folder; the
+    answering process adds the other live ones (a file of an ended process is not counted)."""
+    import os
+    import subprocess
+    import sys
+
+    from explorer import app
+
+    monkeypatch.setenv(app.STATS_DIR_ENV, str(tmp_path))
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    other = {"sessions": 3, "views": 3, "rss_mb": 400.5, "cpu_s": 1.25, "note": "x"}
+    (tmp_path / f"{os.getppid()}.json").write_text(json.dumps(other))            # alive
+    (tmp_path / f"{ended.pid}.json").write_text(json.dumps({**other, "sessions": 100}))
+    (tmp_path / f"{os.getpid()}.json").write_text(json.dumps({"sessions": 50}))  # own: fresh
+    own = {"sessions": 2, "views": 2, "rss_mb": 300.0, "cpu_s": 0.5, "note": "own"}
+    total = app._whole_server(own)
+    assert total == {"sessions": 5, "views": 5, "rss_mb": 700.5, "cpu_s": 1.75, "note": "own",
+                     "processes": 2}
+    monkeypatch.delenv(app.STATS_DIR_ENV)
+    assert app._whole_server(own) == {**own, "processes": 1}

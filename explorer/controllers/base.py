@@ -243,6 +243,10 @@ class PageController(param.Parameterized):
         """Anything still computing (the view's tick runs while this is true)."""
         return bool(self.jobs.running())
 
+    def computing(self, key: str) -> bool:
+        """Whether the job ``key`` (e.g. ``"attractor"``) is computing a new result."""
+        return self.jobs.is_running(key)
+
     def wait(self, timeout: float = 60.0) -> list[Done]:
         """Block until every job, follow-ups included, has finished and publish the results
         (notebooks, tests)."""

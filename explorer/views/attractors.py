@@ -60,7 +60,7 @@ class AttractorsPanel(PageView):
         super().__init__(ctrl, **params)
         ctrl.wait_for_picture = self.served         # a browser draws: analyses come after
         self._last_frame = -1
-        self._sync_pending = False
+        self._sync_pending = self._redraw_pending = False
         self._make_widgets()
         self._make_plots()
         self._layout()
@@ -316,6 +316,12 @@ class AttractorsPanel(PageView):
             for w_, v in ((self.w_xvar, c.x_var), (self.w_yvar, c.y_var), (self.w_zvar, c.z_var)):
                 if v in w_.options:
                     w_.value = v
+        if not self._redraw_pending:       # a preset changes several view settings: one redraw,
+            self._redraw_pending = True    # on the next tick, once its new simulation is under
+            self.later(self._redraw_view)  # way (then the old attractor is not redrawn at all)
+
+    def _redraw_view(self) -> None:
+        self._redraw_pending = False
         self._send_attractor()
         self._draw_live(force=True)
 
@@ -469,6 +475,9 @@ class AttractorsPanel(PageView):
     def _send_attractor(self) -> None:
         c = self.controller
         data = c.attractor
+        if data is not None and c.computing("attractor"):
+            return        # a new attractor is on its way (a preset sets the view and colouring
+            #               before its simulation ends): redrawing the old one is wasted work
         title = plots.COLOR_TITLES.get(c.color_by, c.color_by)
         if c.color_by == "time" and data is not None and data.is_map:
             title = "iteration n"

@@ -247,9 +247,11 @@ class ProjectionCanvas:
              color_title: str) -> None:
         """Project (and above DENSE_POINTS aggregate) ``data`` in a worker thread; the UI
         thread only writes the result into the figure (:meth:`poll`)."""
+        # the cloud shown is on its way out: a range change meanwhile (the page re-laid out
+        # around the plot) must not re-aggregate it (1.2 MB of pixels sent during a switch)
+        self.pts = None
         if data is None:                 # the next data replaces this drawing (and fits its
-            self.pts = None              # view); clearing first would cost two redraws
-            return
+            return                       # view); clearing first would cost two redraws
         if view == "3D" and len(axes) == 3:
             idx = [list(data.variables).index(a) for a in axes]
             self.centre = np.nanmean(data.x[..., idx].reshape(-1, 3), axis=0)
