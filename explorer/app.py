@@ -82,16 +82,38 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _serve_without_diagnostics() -> None:
-    """Skip Bokeh's development checks in the served app: the integrity check of every model
-    before a document's first page (``perform_document_validation``) and the signature check
-    of every ``on_change`` callback and the fuzzy "did you mean" search behind each missing
-    attribute (``perform_error_diagnostics``). Together 0.08 s of the 0.67 s a new session
-    cost (py-spy, 30 GETs). The tests, which build the pages in process, keep them."""
+def _serve_lean() -> None:
+    """What the served app leaves out.
+
+    * Bokeh's development checks: the integrity check of every model before a document's
+      first page (``perform_document_validation``), and the signature check of every
+      ``on_change`` callback and the fuzzy "did you mean" search behind each missing
+      attribute (``perform_error_diagnostics``). Together 0.08 s of the 0.67 s a new session
+      cost (py-spy, 30 GETs). The tests, which build the pages in process, keep them.
+    * Bokeh's MathJax bundle: Panel adds it (1.8 MB of the page's 5.1 MB of JavaScript, which
+      every browser parses) to any page with a Markdown pane, in case its text holds TeX. This
+      app typesets its equations with KaTeX (``LaTeX`` panes) and its Markdown has no TeX.
+    """
     from bokeh.settings import settings
+    from panel.io import resources
 
     settings.perform_document_validation.set_value(False)
     settings.perform_error_diagnostics.set_value(False)
+    if callable(getattr(resources, "_panel_use_mathjax", None)):
+        resources._panel_use_mathjax = lambda roots: False
+
+
+def _accept_one_at_a_time() -> None:
+    """Let each process of a ``--num-procs`` server take one new connection per turn of its
+    event loop. The processes share one listening socket, and Tornado accepts up to 128
+    waiting connections at once: when a class arrives together one process took most of them
+    and built their sessions one after another while the other idled (30 GETs at once: the
+    last answered after 13 s). One at a time, a process busy building a session leaves the
+    next connection to an idle one."""
+    import tornado.netutil
+
+    if isinstance(getattr(tornado.netutil, "_DEFAULT_BACKLOG", None), int):
+        tornado.netutil._DEFAULT_BACKLOG = 1     # read by the accept loop; listen() keeps 128
 
 
 def release_memory(delay: float = 3.0) -> None:
@@ -369,7 +391,9 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = False, *,
     except Exception:  # a failed warm-up only costs the first session its speed
         logging.getLogger(__name__).exception("warm-up failed (the app still serves)")
     _freeze_startup_objects()
-    _serve_without_diagnostics()
+    _serve_lean()
+    if num_procs != 1:
+        _accept_one_at_a_time()
     if admin and num_procs != 1:          # /stats sums the processes' figures
         import os
         import tempfile
