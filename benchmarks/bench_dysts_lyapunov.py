@@ -7,7 +7,13 @@ Every converted dysts flow (``pip install dysts``) gets the spectrum the Attract
 ``dynamics-explorer lyapunov`` compute by default: ``lyapunov_spectrum(system,
 generator=torch.Generator().manual_seed(0))``, i.e. float64, 128 members, 1,000 transient +
 2,500 averaging RK4 steps at the system's ``default_dt``, QR every 10 steps, all ``D``
-exponents. Flows have no analytic Jacobian: it comes from :mod:`explorer.core.autodiff`.
+exponents. dysts flows have no hand-written Jacobian: it is differentiated from the traced
+field (:mod:`explorer.core.traced`), so the state and its tangent vectors run in generated C
+(:mod:`explorer.core.native`); a field that does not trace falls back to autograd and the
+eager torch loop. Each record says which (``jacobian``, ``path``).
+
+The time includes building the native stepper: the compiler cache starts empty (a temporary
+``EXPLORER_CACHE``) unless ``--warm-cache``, so the figures are those of a first spectrum.
 
 A run longer than ``--limit`` seconds is stopped through the ``stop`` event and reported as
 ``"timeout"`` with ``estimated_s`` (elapsed / fraction done). ``--sample K`` takes every K-th
@@ -26,6 +32,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -36,7 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.core.analysis.lyapunov import lyapunov_spectrum  # noqa: E402
+from explorer.core.analysis.lyapunov import _variational_stepper, lyapunov_spectrum  # noqa: E402
+from explorer.core.traced import traced_jacobian  # noqa: E402
 from explorer.core.registry import get_system, load_dysts, system_names  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "dysts_lyapunov_cpu.json"
@@ -62,6 +70,9 @@ def run_one(name: str, limit: float) -> dict:
         timer.cancel()
     elapsed = time.perf_counter() - t0
     rec["seconds"] = round(elapsed, 3)
+    rec["jacobian"] = "traced" if traced_jacobian(system) is not None else "autograd"
+    x = torch.zeros(1, system.dim, dtype=torch.float64)
+    rec["path"] = "native" if _variational_stepper(system, system.dim, x) is not None else "torch"
     rec["fraction_done"] = round(done[0], 4)
     if stop.is_set() and done[0] < 1.0:
         rec["status"] = "timeout"
@@ -83,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch.set_num_threads first (default: as is)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="keep the compiled-stepper cache (default: a fresh temporary one)")
     args = ap.parse_args(argv)
+    if not args.warm_cache:
+        os.environ["EXPLORER_CACHE"] = tempfile.mkdtemp(prefix="bench-dysts-cache-")
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -124,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "worst_system": worst[0],
         "at_most_5_s": sum(1 for v in full.values() if v <= 5.0),
         "over_5_s": sorted((n for n, v in full.items() if v > 5.0), key=lambda n: -full[n]),
+        "traced_jacobian": sum(1 for r in per.values() if r.get("jacobian") == "traced"),
+        "native_path": sum(1 for r in per.values() if r.get("path") == "native"),
         "wall_s": round(wall, 1),
     }
     print(json.dumps(summary, indent=1))
@@ -131,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"what": "lyapunov_spectrum(system, generator=seed 0): app/CLI defaults",
                      "batch": 128, "transient_steps": 1000, "steps": 2500, "renorm_every": 10,
                      "dtype": "float64", "solver": "rk4 with tangent vectors",
-                     "jacobian": "explorer.core.autodiff (expand: one forward + one backward)",
+                     "jacobian": "explorer.core.traced (exact partials of the traced field; "
+                                 "autograd where it does not trace)",
+                     "compiler_cache": "warm" if args.warm_cache else "cold (empty at start)",
                      "limit_s": args.limit, "sample_every": args.sample,
                      "systems": args.systems or "all (sampled)" if args.sample > 1 else
                      (args.systems or "all")},

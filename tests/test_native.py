@@ -246,13 +246,20 @@ def test_unsupported_and_disabled(monkeypatch):
     assert native.native_stepper(s, "map", F64) is None          # map solver on a flow
     assert native.native_stepper(get_system("henon"), "rk4", F64) is None
     assert native.native_stepper(s, "rk4", torch.float16) is None
-    # a field with an op outside the whitelist (a reduction over the state)
+    # a reduction over one trajectory's state translates; one over the batch does not
     c = parse_system("dx/dt = -x; dy/dt = -y", {})
 
-    class Mixing(type(c)):
+    class Summing(type(c)):
         def rhs(self, x, p):
             return -x + x.sum(-1, keepdim=True)
 
+    class Mixing(type(c)):
+        def rhs(self, x, p):
+            return -x + x.mean(0, keepdim=True)
+
+    st = native.native_stepper(Summing(), "rk4", F64)
+    z = torch.randn(9, 2, dtype=F64)
+    torch.testing.assert_close(st.field(z, {}), Summing().rhs(z, {}), rtol=1e-14, atol=1e-14)
     assert native.native_stepper(Mixing(), "rk4", F64) is None
     # cached: the same object for the same key
     assert native.native_stepper(s, "rk4", F64) is native.native_stepper(s.with_params(rho=20.0), "rk4", F64)
@@ -269,3 +276,23 @@ def test_fma_variant_is_close_but_separate():
     a, _, _ = exact.run(x0.clone(), s.params, 0.01, n_steps=100, record_every=10)
     b, _, _ = fused.run(x0.clone(), s.params, 0.01, n_steps=100, record_every=10)
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_assignments_in_place_updates_and_reductions_within_a_state_translate():
+    c = parse_system("dx/dt = -x; dy/dt = -y; dz/dt = -z", {})
+
+    class Assigning(type(c)):
+        def rhs(self, x, p):
+            out = torch.zeros_like(x)
+            out[..., 0] = x[..., 1] - x[..., 0]
+            h = x[..., 0] * 2.0
+            h += x[..., 2]
+            h *= 0.5
+            out[..., 1] = h - torch.amin(x, -1)
+            out[..., 2:] = torch.amax(x, -1, keepdim=True) - x[..., 2:]
+            return out
+
+    st = native.native_stepper(Assigning(), "rk4", F64)
+    assert st is not None, native.refusal(Assigning(), "rk4", F64)
+    z = torch.randn(40, 3, dtype=F64)
+    torch.testing.assert_close(st.field(z, {}), Assigning().rhs(z, {}), rtol=1e-14, atol=1e-14)

@@ -259,21 +259,21 @@ def test_backend_selection_and_notes():
 
 
 class _Mixing(SDE):
-    """Noise through a reduction over the state: does not trace, runs eagerly."""
+    """Noise through torch.roll over the state (outside the whitelist): runs eagerly."""
 
     name = "test_mixing_sde"
     title = "mixing"
     variables = ("x", "y")
     parameters = (Param("s", 0.5, 0.0, 2.0, "noise scale"),)
     default_x0 = (0.1, -0.2)
-    latex = "dX = -X dt + s |X| dW"
+    latex = r"dx = -x\,dt + s |y|\,dW_1,\ dy = -y\,dt + s |x|\,dW_2"
     description = "test system"
 
     def rhs(self, x, p):
         return -x
 
     def diffusion(self, x, p):
-        return p["s"] * (x * x).sum(-1, keepdim=True).sqrt().expand_as(x)
+        return p["s"] * torch.roll(x, 1, -1).abs()
 
 
 class _NoAnalyticDerivative(type(get_system("gbm"))):

@@ -82,6 +82,7 @@ import torch
 from .autodiff import jacobian as autodiff_jacobian
 from .errors import EquationError, ParameterError
 from .system import KINDS, SDE, DynamicalSystem, Param
+from .traced import traced_jacobian
 
 __all__ = ["parse_system", "parse_sde", "validate_sde", "parse_equations", "validate_equations",
            "ParsedEquations",
@@ -999,6 +1000,7 @@ class _CustomSystem(DynamicalSystem):
     """Shared behaviour of the per-call classes built by :func:`parse_system`."""
 
     origin = "custom"
+    traced_field = True   # field and Jacobian from one traced program (explorer.core.traced)
     equations: ParsedEquations
     source: str = ""
     _program: _Program
@@ -1014,6 +1016,9 @@ class _CustomSystem(DynamicalSystem):
             x = x.expand(*batch, x.shape[-1]).contiguous()
         if not self._program.uses_state:
             return x.new_zeros(*batch, self.dim, self.dim)
+        tj = traced_jacobian(self)        # the equations' exact partials, traceable into C
+        if tj is not None:
+            return tj(x, p)
         # one forward and one backward pass over D copies of the batch (explorer.core.autodiff)
         return autodiff_jacobian(lambda z: self.rhs(z, p), x)
 

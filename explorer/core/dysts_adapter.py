@@ -24,9 +24,10 @@ already carry their phase as a state variable), float32 must stay float32, the a
 Jacobian must match central finite differences, and every parameter must accept a ``(B,)``
 sweep tensor. A system failing any check is skipped with a one-line reason.
 
-Jacobians come from :mod:`explorer.core.autodiff` (one forward and one backward pass over
-``D`` copies of the batch), the method the registration check compares with finite
-differences.
+Jacobians are the exact partials of the traced field (:mod:`explorer.core.traced`: elementwise
+ops, so a Lyapunov spectrum steps the state and its tangent vectors in generated C); a field that
+does not trace keeps :mod:`explorer.core.autodiff` (one forward and one backward pass over ``D``
+copies of the batch), the method the registration check compares with finite differences.
 
 Metadata (from dysts's ``chaotic_attractors.json``)
 ---------------------------------------------------
@@ -62,6 +63,7 @@ import torch
 from .autodiff import jacobian as autodiff_jacobian
 from .autodiff import jacobian_fn
 from .system import Flow, LyapunovReference, Param
+from .traced import traced_jacobian
 
 PREFIX = "dysts_"
 LYAPUNOV_SOURCE = "dysts estimate (rough)"
@@ -566,6 +568,9 @@ def _build(dname: str, dcls: type, meta: Mapping[str, Any]) -> type[Flow]:
     jac = jacobian_fn(field)
 
     def jacobian(self: Flow, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+        tj = traced_jacobian(self)  # exact partials of the traced field (explorer.core.traced)
+        if tj is not None:
+            return tj(x, p)
         # one forward and one backward pass over D copies of the batch (explorer.core.autodiff)
         return jac(x, p)
 
@@ -589,6 +594,7 @@ def _build(dname: str, dcls: type, meta: Mapping[str, Any]) -> type[Flow]:
         "citation": str(meta.get("citation") or ""),
         "lyapunov_reference": ref,
         "origin": "dysts",
+        "traced_field": True,   # field and Jacobian from one traced program (core.traced)
         "dysts_name": dname,
         "fixed_parameters": {k: v.tolist() for k, v in field.arrays.items()},
         "rhs": rhs,

@@ -501,9 +501,10 @@ def _translate(ops: list[tuple], x: torch.Tensor, params: list[torch.Tensor], re
     whitelist, and no op may mix the members of the batch (reductions, ``roll``, matmul
     over the batch axis...).
     """
-    D = x.shape[1]
+    D = x.shape[-1]
     ir = _IR(D, len(params))
-    env: dict[int, _Arr] = {id(x): _Arr(_objs(_Ref("x", d) for d in range(D)), True)}
+    # a (batch, D) state; or one (D,) state (``batch`` then matches no tensor's shape)
+    env: dict[int, _Arr] = {id(x): _Arr(_objs(_Ref("x", d) for d in range(D)), x.ndim == 2)}
     for k, t in enumerate(params):
         env[id(t)] = _Arr(_objs([_Ref("p", k)], ()), False)
 
@@ -579,6 +580,15 @@ def _translate(ops: list[tuple], x: torch.Tensor, params: list[torch.Tensor], re
     for f, args, kw, out in ops:
         if not tracked((args, kw)):
             continue                 # a constant computation: its results are read as values
+        if f in (aten.copy_.default, aten.fill_.Scalar, aten.fill_.Tensor):
+            _assign(env, arr, layout, expand, args, batch)      # X[i] = ..., X[2:] = ...
+            continue
+        if f in _INPLACE:            # h += ...: the functional op, then h holds its result
+            target = args[0]
+            if id(target) not in env or target._base is not None or id(target) == id(x) \
+                    or any(id(target) == id(t) for t in params):
+                raise Unsupported(f"{f} on a view, an input or a constant")
+            f = _INPLACE[f]
         # ------------------------------------------------ ops that only move values
         if f is aten.unbind.int:
             a = arr(args[0])
@@ -610,6 +620,37 @@ def _translate(ops: list[tuple], x: torch.Tensor, params: list[torch.Tensor], re
             env[id(out)] = _Arr(a.v[idx], a.batched)
             continue
         batched, shape = layout(out)
+        if f in _SUM:                     # along axes within a trajectory's values only
+            a = arr(args[0])
+            dims = args[1] if len(args) > 1 else kw.get("dim")
+            if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+                if a.batched:
+                    raise Unsupported(f"{f} over the batch axis")
+                dims = list(range(a.v.ndim))
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            axes = sorted({axis(a, d) for d in dims})
+            v = np.moveaxis(a.v, axes, list(range(a.v.ndim - len(axes), a.v.ndim)))
+            n = math.prod(v.shape[a.v.ndim - len(axes):])
+            v = v.reshape(v.shape[:a.v.ndim - len(axes)] + (n,))
+            res = np.empty(v.shape[:-1], dtype=object)
+            for idx in np.ndindex(*res.shape):
+                acc = _lane_sum(ir, list(v[idx]), _REDUCE_OP.get(f, "+"))
+                res[idx] = ir.add("/", (acc, _const(float(n)))) if f in _MEAN else acc
+            env[id(out)] = _Arr(res.reshape(shape), batched)
+            continue
+        if f in (aten.dot.default, aten.mv.default, aten.mm.default):
+            a, b = arr(args[0]), arr(args[1])
+            if a.batched or b.batched:
+                raise Unsupported(f"{f} with a batched operand")
+            av = a.v.reshape(1, -1) if a.v.ndim == 1 else a.v          # (m, k)
+            bv = b.v.reshape(-1, 1) if b.v.ndim == 1 else b.v          # (k, n)
+            res = np.empty((av.shape[0], bv.shape[1]), dtype=object)
+            for i in range(av.shape[0]):
+                for j in range(bv.shape[1]):
+                    res[i, j] = _lane_sum(ir, [ir.add("*", (av[i, m], bv[m, j]))
+                                               for m in range(av.shape[1])])
+            env[id(out)] = _Arr(res.reshape(shape), False)
+            continue
         if f in (aten.stack.default, aten.cat.default):
             rank = len(shape) + batched
             d = _dim_arg(args, kw, 1)
@@ -700,6 +741,63 @@ def _translate(ops: list[tuple], x: torch.Tensor, params: list[torch.Tensor], re
     return ir
 
 
+# in-place arithmetic on a temporary (``h2 += ...`` in a field): translated as the functional op
+_INPLACE = {aten.add_.Tensor: aten.add.Tensor, aten.add_.Scalar: aten.add.Scalar,
+            aten.sub_.Tensor: aten.sub.Tensor, aten.sub_.Scalar: aten.sub.Scalar,
+            aten.mul_.Tensor: aten.mul.Tensor, aten.mul_.Scalar: aten.mul.Scalar,
+            aten.div_.Tensor: aten.div.Tensor, aten.div_.Scalar: aten.div.Scalar}
+_SUM = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default,
+        aten.amin.default, aten.amax.default}
+_MEAN = {aten.mean.dim, aten.mean.default}
+_REDUCE_OP = {aten.amin.default: "min", aten.amax.default: "max"}
+
+
+def _assign(env: dict, arr: Callable, layout: Callable, expand: Callable, args, batch: int) -> None:
+    """``dst.copy_(src)`` / ``dst.fill_(v)`` where ``dst`` is a traced tensor or a view of one
+    (``out[0] = ...``, ``out[2:-1] = ...``): the written elements of the base tensor get the
+    source's lane values; a view's position in its base comes from strides and offsets."""
+    dst, src = args[0], args[1]
+    if not isinstance(dst, torch.Tensor):
+        raise Unsupported("an assignment to a non-tensor")
+    base = dst if dst._base is None else dst._base
+    if id(base) not in env or not base.is_contiguous():
+        raise Unsupported("an assignment into a tensor that is not traced or not contiguous")
+    b = env[id(base)]
+    d_batched, d_shape = layout(dst)
+    vals = expand(arr(src), d_batched, d_shape)
+    if base is dst:
+        env[id(dst)] = _Arr(np.array(vals, dtype=object).reshape(d_shape), d_batched)
+        return
+    flat = torch.arange(base.numel()).view(base.shape)
+    pos = flat.as_strided(dst.shape, dst.stride(), dst.storage_offset() - base.storage_offset())
+    if b.batched:
+        inner = math.prod(base.shape[1:])
+        rows = torch.arange(batch).view(-1, *([1] * (dst.ndim - 1)))
+        if not d_batched or not bool((pos // inner == rows).all()):
+            raise Unsupported("an assignment that mixes the members of the batch")
+        pos = pos[0] % inner
+    new = b.v.copy().reshape(-1)
+    for idx in np.ndindex(*d_shape):
+        new[int(pos[idx])] = vals[idx]
+    env[id(base)] = _Arr(new.reshape(b.v.shape), b.batched)
+    env[id(dst)] = _Arr(np.array(vals, dtype=object).reshape(d_shape), d_batched)
+
+
+def _lane_sum(ir: _IR, items: list, op: str = "+") -> _Ref:
+    """``items[0] + items[1] + ...`` left to right (torch's order for a short contiguous sum);
+    ``op`` "min"/"max" for the NaN-propagating minimum/maximum."""
+    if not items:
+        if op != "+":
+            raise Unsupported("a minimum or maximum of nothing")
+        return _Ref("c", 0.0)
+    if any(r.typ != "r" for r in items):
+        raise Unsupported("a reduction of booleans")
+    acc = items[0]
+    for r in items[1:]:
+        acc = ir.add(op, (acc, r))
+    return acc
+
+
 def _pow(ir: _IR, a: _Ref, e: _Ref) -> _Ref:
     """``a ** e`` with torch's special cases for constant exponents (same rounding)."""
     if e.kind == "c":
@@ -726,9 +824,13 @@ def _pow(ir: _IR, a: _Ref, e: _Ref) -> _Ref:
 
 
 def _trace(template: DynamicalSystem, dtype: torch.dtype, fn: Callable | None = None,
-           out_shape: tuple[int, ...] | None = None) -> tuple[_IR, Callable, list[str]]:
+           out_shape: tuple[int, ...] | None = None, single: bool = False
+           ) -> tuple[_IR, Callable, list[str]]:
     """Run ``fn(x, p)`` (default ``template.rhs``) once at a small batch under a recorder and
     translate the ops; the result is broadcast to ``(B, *out_shape)`` (default ``(B, D)``).
+    ``single``: trace one ``(D,)`` state instead of a batch, for fields that move the batch
+    axis (``X = x.movedim(-1, 0)``); valid because each trajectory's field depends on its own
+    state only (the system contract).
 
     Returns the IR, the torch function ``field(x, *pvals)`` and the float parameter names.
     The ops seen are those ``make_fx`` would record (aten level, after autograd)."""
@@ -747,6 +849,8 @@ def _trace(template: DynamicalSystem, dtype: torch.dtype, fn: Callable | None = 
     with torch.inference_mode(False), torch.no_grad():
         x_ex = (template.initial_state(dtype).expand(B, D)
                 + 0.01 * torch.randn(B, D, generator=gen, dtype=dtype)).contiguous()
+        if single:
+            x_ex, B = x_ex[0].clone(), -1
         p_ex = [torch.tensor(float(template.params[n]), dtype=dtype) for n in names]
         rec = _Recorder()
         try:
@@ -971,6 +1075,63 @@ def _c_driver(name: str, extra_args: str, setup: list[str], block_setup: list[st
         "}", ""]
 
 
+#: live instructions above which an RK4 step calls one outlined stage function four times
+#: instead of inlining the field four times: gcc's time grows with the source, and a
+#: 6-dimensional variational field (the state, a 6 x 6 Jacobian and 36 tangent components)
+#: took 12 s to compile inlined; the extra loads and stores cost little next to such a field
+_INLINE_STAGES_MAX = 200
+
+
+def _live_count(ir: _IR) -> int:
+    live: set[int] = set()
+    todo = [r.val for r in ir.outputs if r.kind == "t"]
+    while todo:
+        i = todo.pop()
+        if i not in live:
+            live.add(i)
+            todo.extend(a.val for a in ir.instrs[i].args if a.kind == "t")
+    return len(live)
+
+
+def _c_rk4_outlined(g: "_CGen", D: int, P: int, bound: float) -> list[str]:
+    """``block_step`` for RK4 with the field in one (not inlined) function over a block:
+    ``K = f(Y)`` for the W lanes, called for the four stages; the same operations in the
+    same order as the inlined step, so the results are the same bits."""
+    L = ["static __attribute__((noinline)) void",
+         "field_block(const real (*restrict Y)[W], const real (*restrict PV)[W],",
+         "            real (*restrict K)[W], const int nw) {",
+         "  #pragma omp simd",
+         "  for (int j = 0; j < nw; j++) {"]
+    L += [f"    const real y{d} = Y[{d}][j];" for d in range(D)]
+    L += [f"    const real p{k} = PV[{k}][j];" for k in range(P)]
+    L += [f"    real k{d};" for d in range(D)]
+    L += g.stage([f"y{d}" for d in range(D)], [f"p{k}" for k in range(P)],
+                 [f"k{d}" for d in range(D)], "a", "    ")
+    L += [f"    K[{d}][j] = k{d};" for d in range(D)]
+    L += ["  }", "}", "",
+          "static inline __attribute__((always_inline)) void",
+          "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",
+          "           int32_t *restrict NK, const real h, const real h2, const real h6,",
+          "           const int nw) {",
+          "  real K1[D][W] __attribute__((aligned(64))), K2[D][W] __attribute__((aligned(64)));",
+          "  real K3[D][W] __attribute__((aligned(64))), K4[D][W] __attribute__((aligned(64)));",
+          "  real Y[D][W] __attribute__((aligned(64)));",
+          "  field_block((const real (*)[W])S, (const real (*)[W])PV, K1, nw);",
+          "  for (int d = 0; d < D; d++) for (int j = 0; j < nw; j++) Y[d][j] = S[d][j] + h2 * K1[d][j];",
+          "  field_block((const real (*)[W])Y, (const real (*)[W])PV, K2, nw);",
+          "  for (int d = 0; d < D; d++) for (int j = 0; j < nw; j++) Y[d][j] = S[d][j] + h2 * K2[d][j];",
+          "  field_block((const real (*)[W])Y, (const real (*)[W])PV, K3, nw);",
+          "  for (int d = 0; d < D; d++) for (int j = 0; j < nw; j++) Y[d][j] = S[d][j] + h * K3[d][j];",
+          "  field_block((const real (*)[W])Y, (const real (*)[W])PV, K4, nw);",
+          "  #pragma omp simd",
+          "  for (int j = 0; j < nw; j++) {"]
+    L += [f"    const real x{d} = S[{d}][j];" for d in range(D)]
+    L += [f"    const real n{d} = x{d} + h6 * ((K1[{d}][j] + ((real)2.0) * (K2[{d}][j] + K3[{d}][j]))"
+          f" + K4[{d}][j]);" for d in range(D)]
+    L += _c_mask(g, D, bound)
+    return L
+
+
 def _c_source(ir: _IR, solver: str, dtype: torch.dtype, bound: float, mvec: bool) -> str:
     real, sfx = _DTYPES[dtype]
     g = _CGen(ir, real, sfx)
@@ -979,6 +1140,11 @@ def _c_source(ir: _IR, solver: str, dtype: torch.dtype, bound: float, mvec: bool
     ps = [f"p{k}" for k in range(P)]
     L = _c_prelude(real, sfx, D, P, [ir], mvec, dtype)
     L += _c_aos_function("explorer_field", g, D, P, D)
+    if solver == "rk4" and _live_count(ir) > _INLINE_STAGES_MAX:
+        L += _c_rk4_outlined(g, D, P, bound)
+        L += _c_store_row(real)
+        L += _c_driver("explorer_run", "", [], [], "block_step(S, PV, OK, NK, h, h2, h6, nw);", P)
+        return "\n".join(L)
     # --- one step of a block of W lanes, with the divergence mask of simulate._make_chunk
     L += ["static inline __attribute__((always_inline)) void",
           "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",

@@ -34,6 +34,7 @@ from ..errors import ParameterError
 from ..limits import check_size
 from ..simulate import divergence_status, prepare_initial_states, simulate
 from ..system import DynamicalSystem
+from ..traced import field_and_jacobian
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def _orthonormalise(Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _flow_step(system: DynamicalSystem, p, x, Q, dt):
     """One RK4 step of the state (B, D) and its tangent vectors (B, D, k)."""
     def g(x_, Q_):
-        return system.rhs(x_, p), system.jacobian(x_, p) @ Q_
+        f, J = field_and_jacobian(system, x_, p)
+        return f, J @ Q_
 
     k1x, k1Q = g(x, Q)
     k2x, k2Q = g(x + 0.5 * dt * k1x, Q + 0.5 * dt * k1Q)
@@ -148,7 +150,8 @@ def _flow_step(system: DynamicalSystem, p, x, Q, dt):
 
 def _map_step(system: DynamicalSystem, p, x, Q, dt):
     """One iteration of the state and its tangent vectors: Q <- J(x) Q, x <- F(x)."""
-    return system.rhs(x, p), system.jacobian(x, p) @ Q
+    f, J = field_and_jacobian(system, x, p)
+    return f, J @ Q
 
 
 def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
@@ -334,8 +337,7 @@ def variational_class(base: type, k: int) -> type:
 
     def rhs(self, x, p):
         s = x[..., :D]
-        f = self._base.rhs(s, p)
-        J = self._base.jacobian(s, p)
+        f, J = field_and_jacobian(self._base, s, p)
         Q = [[x[..., D + i * k + j] for j in range(k)] for i in range(D)]
         JQ = [sum(J[..., i, m] * Q[m][j] for m in range(D)) for i in range(D) for j in range(k)]
         return torch.cat([f, torch.stack(JQ, -1)], -1)
@@ -397,8 +399,7 @@ def tangent_class(base: type) -> type:
     def rhs(self, x, p):
         s = x[..., :D]
         u = [x[..., D + j] for j in range(D)]
-        f = self._base.rhs(s, p)
-        J = self._base.jacobian(s, p)
+        f, J = field_and_jacobian(self._base, s, p)
         Ju = [sum(J[..., i, j] * u[j] for j in range(D)) for i in range(D)]   # elementwise: traceable
         if base.is_map:
             n = torch.sqrt(sum(v * v for v in Ju))
