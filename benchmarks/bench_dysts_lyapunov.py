@@ -43,7 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.core.analysis.lyapunov import _variational_stepper, lyapunov_spectrum  # noqa: E402
+from explorer.core.analysis.lyapunov import (  # noqa: E402
+    _field_and_jacobian_fn, _variational_stepper, lyapunov_spectrum)
 from explorer.core.traced import traced_jacobian  # noqa: E402
 from explorer.core.registry import get_system, load_dysts, system_names  # noqa: E402
 
@@ -72,7 +73,12 @@ def run_one(name: str, limit: float) -> dict:
     rec["seconds"] = round(elapsed, 3)
     rec["jacobian"] = "traced" if traced_jacobian(system) is not None else "autograd"
     x = torch.zeros(1, system.dim, dtype=torch.float64)
-    rec["path"] = "native" if _variational_stepper(system, system.dim, x) is not None else "torch"
+    if _variational_stepper(system, system.dim, x) is not None:
+        rec["path"] = "native"
+    elif _field_and_jacobian_fn(system, system.bind(x), x).__qualname__.endswith("fj"):
+        rec["path"] = "torch loop, field and Jacobian in C"
+    else:
+        rec["path"] = "torch"
     rec["fraction_done"] = round(done[0], 4)
     if stop.is_set() and done[0] < 1.0:
         rec["status"] = "timeout"

@@ -287,7 +287,9 @@ def cmd_train(args) -> int:
     """Train a reconstruction model (PLRNN, shallow PLRNN, AL-RNN) with GTF; save a checkpoint.
 
     Stops at ``--steps`` or as soon as an evaluation's D_stsp (against the noise-free
-    reference when the data carry one, else against the data) is at most ``--target-dstsp``."""
+    reference when the data carry one, else against the data) is at most ``--target-dstsp``
+    and that evaluation's free run is a reconstruction (it neither settles on a fixed point
+    nor runs away: :func:`explorer.training.verdict.metrics_verdict`)."""
     summary, out, verdict = train_dsr(args)
     if args.json:
         print(json.dumps(summary, default=_json_number))
@@ -302,6 +304,7 @@ def train_dsr(args):
     import threading
 
     from .training import Trainer
+    from .training.verdict import metrics_verdict
 
     _setup_device(args)
     out = _out_path(args.out, (".pt",))
@@ -314,14 +317,22 @@ def train_dsr(args):
         m = ev.metrics
         if target > 0 and m and not reached:
             d = m.get("d_stsp_clean", m.get("d_stsp", math.nan))
-            if d <= target:
+            # the target counts only for a reconstruction: a free run that settles on a fixed
+            # point (or runs away) can score a low D_stsp, and training goes on past it
+            if d <= target and metrics_verdict(m, threshold=target).ok:
                 reached.update(step=ev.step, d_stsp=d)
                 stop.set()
 
-    report = _progress(args.steps, (("d_stsp", "d_stsp", ".3g"), ("d_h", "d_h", ".3g"),
-                                    ("pe", "pe", ".3g")), max_skips=3)
+    report = _progress(args.steps, (("d_stsp", "d_stsp", ".3g"),
+                                    ("d_stsp_clean", "noise-free d_stsp", ".3g"),
+                                    ("d_h", "d_h", ".3g"), ("pe", "pe", ".3g")), max_skips=3)
 
-    event = trainer.run(args.steps, callbacks=[watch] + ([] if args.quiet else [report]), stop=stop)
+    def progress(ev) -> None:
+        if not (reached and ev.status != "running"):    # not "paused" when the target stopped it
+            report(ev)
+
+    event = trainer.run(args.steps, callbacks=[watch] + ([] if args.quiet else [progress]),
+                        stop=stop)
     trainer.save(out)
     status, message = event.status, event.message
     if reached:

@@ -198,3 +198,50 @@ def test_verdict_of_the_true_system_passes_and_a_fixed_point_fails_in_the_cli(tm
     assert reconstruction_verdict(data.x, other).ok
     assert reconstruction_verdict(data.x, torch.zeros(2000, 3)).line().startswith(
         "not a reconstruction: the free run settles on a fixed point")
+
+
+def test_train_dsr_stops_on_its_target_only_for_a_reconstruction(tmp_path, monkeypatch):
+    """A free run stuck on a fixed point can score D_stsp below the target (its few states sit
+    inside the attractor's occupied cells): training must go on past such an evaluation."""
+    import explorer.cli as cli
+    import explorer.training as training
+    from explorer.training.loop import TrainEvent
+    from explorer.training.verdict import judge
+
+    evaluations = [{"d_stsp": 0.9, "d_stsp_clean": 0.25, "d_h": 0.01, "spread": 0.013},  # fixed pt
+                   {"d_stsp": 0.9, "d_stsp_clean": 0.4, "d_h": 0.01, "spread": 0.6},     # poor
+                   {"d_stsp": 0.9, "d_stsp_clean": 0.28, "d_h": 0.01, "spread": 0.7},    # good
+                   {"d_stsp": 0.9, "d_stsp_clean": 0.2, "d_h": 0.01, "spread": 0.7}]
+
+    class FakeTrainer:
+        def __init__(self, data, config):
+            self.config, self.step_count, self.seconds, self.skipped = config, 0, 1.0, 0
+            self.rollbacks, self.best = 0, None
+            self.history, self.metric_history = {"loss": [1.0]}, []
+
+        def run(self, n, callbacks=(), stop=None):
+            ev = None
+            for k, m in enumerate(evaluations, 1):
+                self.step_count = 500 * k
+                self.metric_history.append(m)
+                ev = TrainEvent(500 * k, {"loss": 1.0}, m, None, 1.0, None)
+                for cb in callbacks:
+                    cb(ev)
+                if stop.is_set():
+                    return TrainEvent(ev.step, {}, None, None, 1.0, None, status="stopped")
+            return ev
+
+        def save(self, path):
+            path.write_bytes(b"")
+
+        def verdict(self):
+            return judge(0.28, 0.01, 0.7, reference="noise-free reference")
+
+    monkeypatch.setattr(training, "Trainer", FakeTrainer)
+    monkeypatch.setattr(cli, "dsr_setup", lambda args: (None, training.TrainerConfig(steps=2000)))
+    args = cli.build_parser().parse_args(["train", "dsr", "--system", "lorenz63", "--quiet",
+                                          "--out", str(tmp_path / "r.pt")])
+    summary, _, verdict = cli.train_dsr(args)
+    assert summary["target_reached"] is True and summary["steps"] == 1500
+    assert summary["message"] == "reached D_stsp 0.28 <= 0.3 at step 1500"
+    assert verdict.ok

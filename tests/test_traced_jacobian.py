@@ -153,3 +153,33 @@ def test_a_field_that_moves_the_batch_axis_traces_one_state_at_a_time():
     assert torch.allclose(tj(x, {}), hand, rtol=1e-13, atol=1e-13)
     f, J = tj.value_and_jacobian(x, {})
     assert torch.allclose(f, system.rhs(x, {}), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.skipif(not native.available(), reason="no C compiler for the native backend")
+def test_a_system_too_large_for_a_native_tangent_stepper_gets_a_compiled_field_and_jacobian(
+        monkeypatch):
+    # Lorenz-96 with N = 7 typed out: 7 x 7 x 7 tangent terms exceed NATIVE_TANGENT_WORK, so
+    # the field and Jacobian are one C function and torch multiplies the tangent vectors
+    from explorer.core.analysis import lyapunov as ly
+
+    N = 7
+    names = [f"x{i}" for i in range(N)]
+    text = "\n".join(f"d{names[i]}/dt = ({names[(i + 1) % N]} - {names[i - 2]})*{names[i - 1]}"
+                     f" - {names[i]} + F" for i in range(N))
+    system = parse_system(text, {"F": 8.0}, x0=tuple(8.0 + 0.01 * i for i in range(N)))
+    assert N * N * N > ly.NATIVE_TANGENT_WORK
+    assert ly._variational_stepper(system, N, torch.zeros(1, N, dtype=torch.float64)) is None
+    x = torch.zeros(5, N, dtype=torch.float64) + system.initial_state()
+    fj = ly._field_and_jacobian_fn(system, system.bind(x), x)
+    f, J = fj(x)
+    assert torch.equal(f, system.rhs(x, system.bind(x)))
+    assert torch.equal(J, system.jacobian(x, system.bind(x)))
+    kw = dict(steps=600, transient=200, batch=8)
+    res = lyapunov_spectrum(system, generator=torch.Generator().manual_seed(2), **kw)
+    # the divergence of Lorenz-96 is -N everywhere: the exponents sum to -N
+    assert math.isclose(float(res.exponents.sum()), -N, rel_tol=1e-6)
+    assert float(res.exponents[0]) > 0.5                       # chaotic at F = 8
+    monkeypatch.setattr(native, "native_function", lambda *a, **k: None)
+    # the torch field and Jacobian: the same operations, so the same numbers
+    eager = lyapunov_spectrum(system, generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(res.exponents, eager.exponents)

@@ -73,7 +73,7 @@ from .system import SDE, DynamicalSystem
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-__all__ = ["available", "native_stepper", "NativeStepper", "Unsupported", "cache_dir",
+__all__ = ["available", "native_stepper", "native_function", "NativeStepper", "Unsupported", "cache_dir",
            "SOLVERS", "SDE_SOLVERS", "refusal", "philox4x32", "philox_normals",
            "counter_normals", "normals_per_block"]
 
@@ -2015,6 +2015,63 @@ def native_stepper(system: DynamicalSystem, solver: str, dtype: torch.dtype = to
                 _steppers.popitem(last=False)
             _key_locks.pop(key, None)
     return st
+
+
+_functions: dict[tuple, Callable | None] = {}
+
+
+def native_function(system: DynamicalSystem, name: str, fn: Callable, n_out: int,
+                    dtype: torch.dtype = torch.float64) -> Callable | None:
+    """``fn(x, p) -> (B, n_out)``, a per-trajectory function of ``system``'s state and
+    parameters, compiled to C: returns ``compiled(x (B, D), params) -> (B, n_out)`` (one C
+    loop over the batch, the GIL released), or ``None`` where it does not trace or build.
+    Cached per (system class, integer parameters, ``name``, ``n_out``, dtype); checked
+    against ``fn`` on random states and parameters like a stepper's field. For example the
+    Lyapunov spectrum's field and Jacobian of a system too large for a native tangent
+    stepper, whose tangent vectors torch then multiplies."""
+    if not available() or dtype not in _DTYPES:
+        return None
+    structural = tuple((p.name, int(system.params[p.name])) for p in system.parameters if p.integer)
+    key = (type(system), structural, name, int(n_out), dtype)
+    if key in _functions:
+        return _functions[key]
+    with _lock_for(key):
+        if key in _functions:
+            return _functions[key]
+        try:
+            ir, field, names = _trace(system, dtype, fn, (int(n_out),))
+            real, sfx = _DTYPES[dtype]
+            mvec = bool(_environment()["mvec"]) and bool(_mvec_names([ir]))
+            D, P = ir.dim, ir.n_params
+
+            def source(vec: bool) -> str:
+                g = _CGen(ir, real, sfx)
+                return "\n".join(_c_prelude(real, sfx, D, P, [ir], vec, dtype)
+                                 + _c_aos_function("explorer_field", g, D, P, int(n_out))
+                                 + [f"int64_t explorer_abi(void) {{ return {_ABI}; }}", ""])
+            try:
+                src = source(mvec)
+                lib = _compile(src, _flags([ir], dtype, mvec))
+            except Unsupported:
+                if not mvec:
+                    raise
+                src = source(False)
+                lib = _compile(src, [])
+            st = NativeStepper(lib, solver="function", dtype=dtype, dim=D, bound=math.inf,
+                               param_names=names, structural=dict(structural), source=src)
+
+            def compiled(x: torch.Tensor, params) -> torch.Tensor:
+                return st._aos("explorer_field", x, params, int(n_out))
+
+            _verify(st, system, field, names, dtype, compiled=compiled, what=name)
+        except Exception as e:  # noqa: BLE001 - optional: the caller keeps torch
+            log.debug("native function %s of %s unavailable: %s", name, type(system).__name__, e)
+            compiled = None
+        _functions[key] = compiled
+        while len(_functions) > _MAX_STEPPERS:          # custom systems: a class per parse
+            _functions.pop(next(iter(_functions)))
+        _key_locks.pop(key, None)
+        return compiled
 
 
 def _key(system: DynamicalSystem, solver: str, dtype: torch.dtype, fma: bool = False) -> tuple:

@@ -134,10 +134,11 @@ def _orthonormalise(Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(cols, -1), torch.cat(norms, -1)
 
 
-def _flow_step(system: DynamicalSystem, p, x, Q, dt):
-    """One RK4 step of the state (B, D) and its tangent vectors (B, D, k)."""
+def _flow_step(fj, x, Q, dt):
+    """One RK4 step of the state (B, D) and its tangent vectors (B, D, k); ``fj(x)`` gives
+    the field and its Jacobian."""
     def g(x_, Q_):
-        f, J = field_and_jacobian(system, x_, p)
+        f, J = fj(x_)
         return f, J @ Q_
 
     k1x, k1Q = g(x, Q)
@@ -148,10 +149,32 @@ def _flow_step(system: DynamicalSystem, p, x, Q, dt):
             Q + dt / 6.0 * (k1Q + 2.0 * (k2Q + k3Q) + k4Q))
 
 
-def _map_step(system: DynamicalSystem, p, x, Q, dt):
+def _map_step(fj, x, Q, dt):
     """One iteration of the state and its tangent vectors: Q <- J(x) Q, x <- F(x)."""
-    f, J = field_and_jacobian(system, x, p)
+    f, J = fj(x)
     return f, J @ Q
+
+
+def _field_and_jacobian_fn(system: DynamicalSystem, p, x: torch.Tensor):
+    """``fj(x) -> (f (B, D), J (B, D, D))`` for the torch loop: the field and Jacobian
+    compiled together into one C function where they trace (systems too large for a native
+    tangent stepper: torch then multiplies the tangent vectors), else torch's."""
+    D = system.dim
+    fixed = isinstance(type(system).variables, (tuple, list)) and len(type(system).variables) == D
+    if x.device.type == "cpu" and fixed and x.dtype in (torch.float32, torch.float64):
+        from ..native import native_function
+
+        def both(z, q):
+            f, J = field_and_jacobian(system, z, q)
+            return torch.cat([f, J.flatten(-2)], -1)
+
+        compiled = native_function(system, "field_and_jacobian", both, D + D * D, x.dtype)
+        if compiled is not None:
+            def fj(z):
+                out = compiled(z, p)
+                return out[:, :D], out[:, D:].view(-1, D, D)
+            return fj
+    return lambda z: field_and_jacobian(system, z, p)
 
 
 def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
@@ -211,6 +234,7 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
     step = _map_step if is_map else _flow_step
     native = _variational_stepper(system, k, x)
     native_ok = torch.ones(B, dtype=torch.bool) if native is not None else None
+    fj = _field_and_jacobian_fn(system, p, x) if native is None else None
     Q = torch.eye(D, k, dtype=dtype, device=x.device).expand(B, D, k).contiguous()
     log_sum = torch.zeros(B, k, dtype=dtype, device=x.device)
     ok = torch.ones(B, dtype=torch.bool, device=x.device)
@@ -234,7 +258,7 @@ def lyapunov_spectrum(system: DynamicalSystem, x0=None, *, k: int | None = None,
                 x, Q = state[:, :D], state[:, D:].reshape(B, D, k)
             else:
                 for _ in range(n):
-                    x, Q = step(system, p, x, Q, dt)
+                    x, Q = step(fj, x, Q, dt)
             fine = (torch.isfinite(x).all(-1) & (x.abs() <= bound).all(-1)
                     & torch.isfinite(Q).flatten(1).all(-1))
             if native_ok is not None:
