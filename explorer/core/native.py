@@ -1093,10 +1093,18 @@ def _live_count(ir: _IR) -> int:
     return len(live)
 
 
-def _c_rk4_outlined(g: "_CGen", D: int, P: int, bound: float) -> list[str]:
-    """``block_step`` for RK4 with the field in one (not inlined) function over a block:
-    ``K = f(Y)`` for the W lanes, called for the four stages; the same operations in the
-    same order as the inlined step, so the results are the same bits."""
+_BLOCK_STEP_HEAD = [
+    "static inline __attribute__((always_inline)) void",
+    "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",
+    "           int32_t *restrict NK, const real h, const real h2, const real h6,",
+    "           const int nw) {"]
+
+
+def _c_rk4_outlined(g: "_CGen", D: int, P: int) -> list[str]:
+    """The start of ``block_step`` for RK4 with the field in one (not inlined) function over
+    a block, ``K = f(Y)`` for the W lanes, called for the four stages, up to the lane loop
+    that combines the stages (the same operations in the same order as the inlined step, so
+    the results are the same bits)."""
     L = ["static __attribute__((noinline)) void",
          "field_block(const real (*restrict Y)[W], const real (*restrict PV)[W],",
          "            real (*restrict K)[W], const int nw) {",
@@ -1108,11 +1116,7 @@ def _c_rk4_outlined(g: "_CGen", D: int, P: int, bound: float) -> list[str]:
     L += g.stage([f"y{d}" for d in range(D)], [f"p{k}" for k in range(P)],
                  [f"k{d}" for d in range(D)], "a", "    ")
     L += [f"    K[{d}][j] = k{d};" for d in range(D)]
-    L += ["  }", "}", "",
-          "static inline __attribute__((always_inline)) void",
-          "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",
-          "           int32_t *restrict NK, const real h, const real h2, const real h6,",
-          "           const int nw) {",
+    L += ["  }", "}", ""] + _BLOCK_STEP_HEAD + [
           "  real K1[D][W] __attribute__((aligned(64))), K2[D][W] __attribute__((aligned(64)));",
           "  real K3[D][W] __attribute__((aligned(64))), K4[D][W] __attribute__((aligned(64)));",
           "  real Y[D][W] __attribute__((aligned(64)));",
@@ -1125,10 +1129,6 @@ def _c_rk4_outlined(g: "_CGen", D: int, P: int, bound: float) -> list[str]:
           "  field_block((const real (*)[W])Y, (const real (*)[W])PV, K4, nw);",
           "  #pragma omp simd",
           "  for (int j = 0; j < nw; j++) {"]
-    L += [f"    const real x{d} = S[{d}][j];" for d in range(D)]
-    L += [f"    const real n{d} = x{d} + h6 * ((K1[{d}][j] + ((real)2.0) * (K2[{d}][j] + K3[{d}][j]))"
-          f" + K4[{d}][j]);" for d in range(D)]
-    L += _c_mask(g, D, bound)
     return L
 
 
@@ -1140,22 +1140,19 @@ def _c_source(ir: _IR, solver: str, dtype: torch.dtype, bound: float, mvec: bool
     ps = [f"p{k}" for k in range(P)]
     L = _c_prelude(real, sfx, D, P, [ir], mvec, dtype)
     L += _c_aos_function("explorer_field", g, D, P, D)
-    if solver == "rk4" and _live_count(ir) > _INLINE_STAGES_MAX:
-        L += _c_rk4_outlined(g, D, P, bound)
-        L += _c_store_row(real)
-        L += _c_driver("explorer_run", "", [], [], "block_step(S, PV, OK, NK, h, h2, h6, nw);", P)
-        return "\n".join(L)
     # --- one step of a block of W lanes, with the divergence mask of simulate._make_chunk
-    L += ["static inline __attribute__((always_inline)) void",
-          "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",
-          "           int32_t *restrict NK, const real h, const real h2, const real h6,",
-          "           const int nw) {",
-          "  #pragma omp simd",
-          "  for (int j = 0; j < nw; j++) {"]
+    outlined = solver == "rk4" and _live_count(ir) > _INLINE_STAGES_MAX
+    L += _c_rk4_outlined(g, D, P) if outlined else _BLOCK_STEP_HEAD + [
+        "  #pragma omp simd",
+        "  for (int j = 0; j < nw; j++) {"]
     L += [f"    const real x{d} = S[{d}][j];" for d in range(D)]
-    L += [f"    const real p{k} = PV[{k}][j];" for k in range(P)]
+    if not outlined:
+        L += [f"    const real p{k} = PV[{k}][j];" for k in range(P)]
     ind = "    "
-    if solver == "map":
+    if outlined:
+        L += [f"    const real n{d} = x{d} + h6 * ((K1[{d}][j] + ((real)2.0) * (K2[{d}][j] + "
+              f"K3[{d}][j])) + K4[{d}][j]);" for d in range(D)]
+    elif solver == "map":
         L += [f"    real n{d};" for d in range(D)]
         L += g.stage(xs, ps, [f"n{d}" for d in range(D)], "a", ind)
     elif solver == "euler":
