@@ -5,8 +5,9 @@ training and measures, in the browser:
 
 * **live updates per second**: how often the learned potential map changes on screen (its
   Bokeh image source, polled every 20 ms) over ``--seconds`` of training;
-* **widget response**: Pause clicked -> the page says "paused" (the run stops between two
-  steps and the status comes back), then Resume -> "training" again, ``--clicks`` times.
+* **widget response**: Pause clicked -> the page says "pausing ..." (the widget's answer), and
+  -> "paused" (the run stopped between two steps, its last frame made, the status came back),
+  then Resume -> "training" again, ``--clicks`` times.
 
 Results go to ``benchmarks/results/stochastic_page_cpu.json``.
 
@@ -72,10 +73,12 @@ def main() -> None:
                 seen, last = seen + 1, v
             page.wait_for_timeout(20)
         rate = seen / args.seconds
-        pause, resume = [], []
+        pause, ack, resume = [], [], []
         for _ in range(args.clicks):
             t = time.perf_counter()
             page.get_by_role("button", name="❚❚ Pause").click()
+            wait_status(page, "paus")                  # "pausing ..." (or already "paused")
+            ack.append(time.perf_counter() - t)
             wait_status(page, "paused")
             pause.append(time.perf_counter() - t)
             t = time.perf_counter()
@@ -91,8 +94,12 @@ def main() -> None:
         "page": "stochastic, preset double-well (I-OnsagerNet, hidden 16, 8192 pairs/step)",
         "new_tab_to_ensemble_s": round(first_total, 2),
         "live_updates_per_s": round(rate, 2),
+        "pause_to_pausing_s": {"median": round(statistics.median(ack), 3),
+                               "max": round(max(ack), 3),
+                               "what": "click -> the status says 'pausing ...' (the widget's answer)"},
         "pause_to_paused_s": {"median": round(statistics.median(pause), 3),
-                              "max": round(max(pause), 3)},
+                              "max": round(max(pause), 3),
+                              "what": "click -> the run halted between two steps, 'paused' shown"},
         "resume_to_training_s": {"median": round(statistics.median(resume), 3),
                                  "max": round(max(resume), 3)},
         "last_status": last_status,

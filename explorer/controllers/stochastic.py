@@ -428,9 +428,13 @@ class StochasticController(PresetLinks, SystemSource, RunController):
         return field_frame(_shown_model(trainer), s, trainer.step_count)
 
     def finish_of(self, trainer):
-        return self.frame_of(trainer)
+        # the run made its last frame at this same step (done, paused, stopped, diverged):
+        # show that one rather than compute the fields a second time before "paused" shows
+        return _LAST_FRAME
 
     def on_final(self, value) -> None:
+        if value is _LAST_FRAME:
+            value = self.last_frame
         if value is not None:
             self.frame = value
 
@@ -536,6 +540,9 @@ def _shown_model(trainer):
     evaluations measure), else the trained weights."""
     task = trainer.task
     return task.trained_model() if hasattr(task, "trained_model") else task.model
+
+
+_LAST_FRAME = object()        # finish_of's answer: the frame the run made when it ended
 
 
 def field_frame(model, s: Sample, step: int) -> FieldFrame:
