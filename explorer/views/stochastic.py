@@ -29,7 +29,7 @@ SW = dict(sizing_mode="stretch_width")
 class StochasticPanel(PageView):
     """Sidebar and main area of the Stochastic page around one controller."""
 
-    TICK_MS = 150
+    TICK_MS = 100                    # faster than the run's frames (0.14 s), none skipped
 
     def __init__(self, controller: StochasticController | None = None, *, sync_url: bool = True,
                  **params):
