@@ -282,6 +282,17 @@ class _IR:
         self.instrs.append(_Instr(op, tuple(args), typ))
         return _Ref("t", len(self.instrs) - 1, typ)
 
+    def live(self, outputs: list[_Ref] | None = None) -> set[int]:
+        """The temporaries that ``outputs`` (default :attr:`outputs`) depend on."""
+        seen: set[int] = set()
+        todo = [r.val for r in (self.outputs if outputs is None else outputs) if r.kind == "t"]
+        while todo:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo.extend(a.val for a in self.instrs[i].args if a.kind == "t")
+        return seen
+
 
 def _const(v) -> _Ref:
     if isinstance(v, bool):
@@ -937,14 +948,7 @@ class _CGen:
     def stage(self, xs: list[str], ps: list[str], outs: list[str], pre: str, ind: str) -> list[str]:
         """C lines computing the field at ``xs`` into the (declared) variables ``outs``."""
         ir = self.ir
-        live = set()
-        todo = [r.val for r in ir.outputs if r.kind == "t"]
-        while todo:
-            i = todo.pop()
-            if i in live:
-                continue
-            live.add(i)
-            todo.extend(a.val for a in ir.instrs[i].args if a.kind == "t")
+        live = ir.live()
         lines = [ind + "{"]
         for i, ins in enumerate(ir.instrs):
             if i not in live:
@@ -1082,17 +1086,6 @@ def _c_driver(name: str, extra_args: str, setup: list[str], block_setup: list[st
 _INLINE_STAGES_MAX = 200
 
 
-def _live_count(ir: _IR) -> int:
-    live: set[int] = set()
-    todo = [r.val for r in ir.outputs if r.kind == "t"]
-    while todo:
-        i = todo.pop()
-        if i not in live:
-            live.add(i)
-            todo.extend(a.val for a in ir.instrs[i].args if a.kind == "t")
-    return len(live)
-
-
 _BLOCK_STEP_HEAD = [
     "static inline __attribute__((always_inline)) void",
     "block_step(real (*restrict S)[W], real (*restrict PV)[W], int32_t *restrict OK,",
@@ -1141,7 +1134,7 @@ def _c_source(ir: _IR, solver: str, dtype: torch.dtype, bound: float, mvec: bool
     L = _c_prelude(real, sfx, D, P, [ir], mvec, dtype)
     L += _c_aos_function("explorer_field", g, D, P, D)
     # --- one step of a block of W lanes, with the divergence mask of simulate._make_chunk
-    outlined = solver == "rk4" and _live_count(ir) > _INLINE_STAGES_MAX
+    outlined = solver == "rk4" and len(ir.live()) > _INLINE_STAGES_MAX
     L += _c_rk4_outlined(g, D, P) if outlined else _BLOCK_STEP_HEAD + [
         "  #pragma omp simd",
         "  for (int j = 0; j < nw; j++) {"]

@@ -21,7 +21,7 @@ states at build time, and a field that does not trace (matrix products over the 
 reductions, data-dependent Python branches, ``vmap``) or fails the check keeps autograd.
 
 Public API: :func:`traced_jacobian` (a ``jacobian(x, p)`` for a system, or ``None``),
-:func:`jacobian` (traced where possible, autograd otherwise).
+:func:`field_and_jacobian` (both from one pass where the system opts in), :func:`reason`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .autodiff import jacobian as autograd_jacobian
 
 log = logging.getLogger(__name__)
 
-__all__ = ["traced_jacobian", "jacobian", "field_and_jacobian", "TracedJacobian", "reason"]
+__all__ = ["traced_jacobian", "field_and_jacobian", "TracedJacobian", "reason"]
 
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -293,13 +293,7 @@ class TracedJacobian:
 
     @staticmethod
     def _live(ir: Any, outs: list) -> list[tuple]:
-        live: set[int] = set()
-        todo = [r.val for r in outs if r.kind == "t"]
-        while todo:
-            i = todo.pop()
-            if i not in live:
-                live.add(i)
-                todo.extend(a.val for a in ir.instrs[i].args if a.kind == "t")
+        live = ir.live(outs)
         return [(i, ins.op, ins.args) for i, ins in enumerate(ir.instrs) if i in live]
 
     @property
@@ -459,16 +453,6 @@ def traced_jacobian(system: Any) -> TracedJacobian | None:
 def reason(system: Any) -> str | None:
     """Why ``system`` has no traced Jacobian (after :func:`traced_jacobian` said ``None``)."""
     return _reasons.get(type(system), {}).get(_ints(system))
-
-
-def jacobian(system: Any, x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
-    """``∂ system.rhs / ∂x`` at ``x`` (..., D): the traced program where the field traces,
-    autograd (:mod:`.autodiff`) otherwise."""
-    tj = traced_jacobian(system)
-    if tj is not None:
-        return tj(x, p)
-    batch = batch_shape(x, p)
-    return autograd_jacobian(lambda z: system.rhs(z, p), x, batch=batch)
 
 
 def field_and_jacobian(system: Any, x: torch.Tensor, p: Mapping[str, Any]

@@ -160,8 +160,7 @@ def _field_and_jacobian_fn(system: DynamicalSystem, p, x: torch.Tensor):
     compiled together into one C function where they trace (systems too large for a native
     tangent stepper: torch then multiplies the tangent vectors), else torch's."""
     D = system.dim
-    fixed = isinstance(type(system).variables, (tuple, list)) and len(type(system).variables) == D
-    if x.device.type == "cpu" and fixed and x.dtype in (torch.float32, torch.float64):
+    if _native_applies(system, x):
         from ..native import native_function
 
         def both(z, q):
@@ -324,15 +323,21 @@ def _variational_stepper(system: DynamicalSystem, k: int, x: torch.Tensor):
 
     base = type(system)
     D = system.dim
-    fixed = isinstance(base.variables, (tuple, list)) and len(base.variables) == D
-    if (x.device.type != "cpu" or not fixed or D * D * k > NATIVE_TANGENT_WORK
-            or x.dtype not in (torch.float32, torch.float64)):
+    if not _native_applies(system, x) or D * D * k > NATIVE_TANGENT_WORK:
         return None
     aug = variational_class(base, k)(**system.params)
     try:
         return native_stepper(aug, "map" if system.is_map else "rk4", x.dtype)
     except Exception:                       # any failure to build: the torch loop instead
         return None
+
+
+def _native_applies(system: DynamicalSystem, x: torch.Tensor) -> bool:
+    """Generated C can step this system's tangent dynamics: CPU states of float32/float64
+    and a dimension that no parameter changes."""
+    variables = type(system).variables
+    fixed = isinstance(variables, (tuple, list)) and len(variables) == system.dim
+    return x.device.type == "cpu" and fixed and x.dtype in (torch.float32, torch.float64)
 
 
 def prepare_native(names) -> None:
