@@ -53,3 +53,35 @@ def wait_status(page, text: str, timeout: float = 180.0) -> float:
             return time.perf_counter() - t0
         page.wait_for_timeout(10)
     raise RuntimeError(f"status never showed {text!r}: {status(page)!r}")
+
+
+_ANSWER = """async ([button, host, text, timeout]) => {
+  const shown = () => {
+    const root = host.shadowRoot || host;
+    const el = root.querySelector("div") || root;
+    return (el.innerText || el.textContent || "").includes(text);
+  };
+  const t0 = performance.now();
+  button.click();
+  return await new Promise(resolve => {
+    const check = () => {
+      const t = performance.now() - t0;
+      if (shown()) resolve(t / 1000);
+      else if (t > timeout * 1000) resolve(null);
+      else setTimeout(check, 2);
+    };
+    check();
+  });
+}"""
+
+
+def answer_time(page, button: str, text: str, timeout: float = 30.0) -> float:
+    """Seconds from a click on the button named ``button`` to the status line containing
+    ``text``, both measured inside the page (the app's answer as the user sees it, without
+    Playwright's actionability checks and round trips)."""
+    btn = page.get_by_role("button", name=button).element_handle()
+    host = page.locator(".status-line").first.element_handle()
+    t = page.evaluate(_ANSWER, [btn, host, text, timeout])
+    if t is None:
+        raise RuntimeError(f"status never showed {text!r} after {button!r}: {status(page)!r}")
+    return t

@@ -354,7 +354,7 @@ class ReconstructionController(PresetLinks, SystemSource, RunController):
         self.jobs.cancel("lyapunov")
         self.param.update(analysis=None, lyapunov=None, verdict=None)
 
-    def frame_of(self, trainer: Trainer) -> Frame:
+    def frame_of(self, trainer: Trainer, last: bool = False) -> Frame:
         return model_frame(trainer)
 
     def finish_of(self, trainer: Trainer) -> Verdict:

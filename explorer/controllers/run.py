@@ -179,7 +179,9 @@ class BackgroundRun:
             model); it may call :meth:`show` with a first frame and should return soon after
             ``run.stop`` is set. Or pass ``trainer`` to continue an existing one.
         planned: ``planned(trainer) -> int``, the planned number of steps.
-        frame: ``frame(trainer) -> picture`` between two steps (None: no live frames).
+        frame: ``frame(trainer, last) -> picture`` between two steps (None: no live frames);
+            ``last`` is True for the picture the run ends on (done, paused, stopped,
+            diverged), which a page may make more complete than its quick live ones.
         finish: ``finish(trainer) -> value`` once at the end (a verdict); kept as ``final``.
         notify: called (from the worker thread) when the run has ended.
     """
@@ -202,6 +204,7 @@ class BackgroundRun:
         self._lock = threading.Lock()
         self._frame: Any = None
         self._frame_at = 0.0
+        self._frame_cost: float | None = None   # running mean of a frame's cost (s)
         self._requests: list[tuple[Callable[[Any], Any], concurrent.futures.Future]] = []
         self._accepting = True
         self._slot = False
@@ -284,14 +287,18 @@ class BackgroundRun:
         now = time.perf_counter()
         if ev.losses and self._frame_fn is not None and now >= self._frame_at:
             self._make_frame()                          # between two steps: the model is idle
-            took = time.perf_counter() - now            # frames take at most a quarter of the time
-            self._frame_at = now + max(self._frame_seconds, 4 * took)
+            # frames take at most a quarter of the time, on average: a page may make a costly
+            # picture now and then (details once a second) between quick ones
+            took = time.perf_counter() - now
+            c = self._frame_cost
+            self._frame_cost = took if c is None else 0.75 * c + 0.25 * took
+            self._frame_at = now + max(self._frame_seconds, 4 * self._frame_cost)
 
-    def _make_frame(self) -> None:
+    def _make_frame(self, last: bool = False) -> None:
         if self._frame_fn is None or self.trainer is None:
             return
         try:
-            self.show(self._frame_fn(self.trainer))
+            self.show(self._frame_fn(self.trainer, last))
         except ExplorerError:
             pass
 
@@ -310,7 +317,7 @@ class BackgroundRun:
                 remaining = self._planned(trainer) - trainer.step_count
                 if remaining <= 0:
                     phase, message = "done", f"done: {trainer.step_count:,} steps"
-                    self._make_frame()
+                    self._make_frame(last=True)
                     break
                 if self.stop.is_set():
                     raise _Halted()
@@ -321,7 +328,7 @@ class BackgroundRun:
                     chunk = int(min(max(1, done * CHUNK_SECONDS / took), 10_000))
                 if ev.status == "diverged":
                     phase, message = "diverged", ev.message
-                    self._make_frame()
+                    self._make_frame(last=True)
                     break
                 if ev.status == "stopped":
                     raise _Halted()
@@ -333,7 +340,7 @@ class BackgroundRun:
                 phase = "paused" if reason == "pause" else "stopped"
                 message = f"{phase} at step {trainer.step_count:,}"
                 if reason in ("pause", "stop"):
-                    self._make_frame()
+                    self._make_frame(last=True)
         except ExplorerError as e:
             phase, message = "error", one_line(e)
         except MemoryError:
@@ -430,9 +437,15 @@ class RunController(PageController):
         message) and return ``build(run) -> trainer`` for the worker thread."""
         raise NotImplementedError
 
-    def frame_of(self, trainer) -> Any:
-        """A live picture of the model (worker thread, between two steps); None: none."""
+    def frame_of(self, trainer, last: bool = False) -> Any:
+        """A live picture of the model (worker thread, between two steps); None: none.
+        ``last``: the picture the run ends on (done, paused, stopped, diverged), shown until
+        the next run; a page whose live pictures leave out costly parts makes this one whole."""
         return None
+
+    def on_frame(self, frame) -> None:
+        """A new picture from the run (UI thread, at a poll; the run's last picture comes
+        before :meth:`on_final` and :meth:`on_run_end`). It is also in ``last_frame``."""
 
     def finish_of(self, trainer) -> Any:
         """A value computed once when a run ends (worker thread), passed to
@@ -635,6 +648,7 @@ class RunController(PageController):
             self._record(records)
         if frame is not None:
             self.last_frame = frame
+            self.on_frame(frame)
         if ended:
             self._finish(run, *end)
         super().poll()

@@ -460,17 +460,14 @@ class SpectraController(PresetLinks, RunController):
                     planned_steps=int(self.steps), seed=int(self.seed))
         return lambda run: make_sequence_run(**args)
 
-    def frame_of(self, trainer) -> SpectrumFrame:
+    def frame_of(self, trainer, last: bool = False) -> SpectrumFrame:
         return model_frame(trainer.task.model, self.family, self.task_settings(),
-                           step=trainer.step_count, light=True)
+                           step=trainer.step_count, light=not last)
 
-    def finish_of(self, trainer) -> SpectrumFrame:
-        return model_frame(trainer.task.model, self.family, self.task_settings(),
-                           step=trainer.step_count)
+    def on_frame(self, frame) -> None:
+        self.frame = frame
 
-    def on_final(self, value) -> None:
-        if value is not None:
-            self.frame = value
+    def on_run_end(self, phase: str) -> None:
         tr = self._trainer
         if tr is not None:
             import copy
@@ -478,10 +475,6 @@ class SpectraController(PresetLinks, RunController):
             if self.family == "selective":
                 self.request_tokens()
             self.request_stability(quiet=True)
-
-    def on_records(self, records) -> None:
-        if self.last_frame is not None and self.last_frame is not self.frame:
-            self.frame = self.last_frame
 
     def progress_extra(self) -> list[str]:
         f = self.frame

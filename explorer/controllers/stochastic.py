@@ -423,26 +423,14 @@ class StochasticController(PresetLinks, SystemSource, RunController):
         """A newer ensemble is being simulated (the shown one no longer matches the settings)."""
         return self.jobs.is_running("sample")
 
-    def frame_of(self, trainer) -> FieldFrame | None:
+    def frame_of(self, trainer, last: bool = False) -> FieldFrame | None:
         s = self.sample
         if s is None:
             return None
         return field_frame(_shown_model(trainer), s, trainer.step_count)
 
-    def finish_of(self, trainer):
-        # the run made its last frame at this same step (done, paused, stopped, diverged):
-        # show that one rather than compute the fields a second time before "paused" shows
-        return _LAST_FRAME
-
-    def on_final(self, value) -> None:
-        if value is _LAST_FRAME:
-            value = self.last_frame
-        if value is not None:
-            self.frame = value
-
-    def on_records(self, records) -> None:
-        if self.last_frame is not None and self.last_frame is not self.frame:
-            self.frame = self.last_frame
+    def on_frame(self, frame) -> None:
+        self.frame = frame
 
     def progress_extra(self) -> list[str]:
         f = self.frame
@@ -544,7 +532,6 @@ def _shown_model(trainer):
     return task.trained_model() if hasattr(task, "trained_model") else task.model
 
 
-_LAST_FRAME = object()        # finish_of's answer: the frame the run made when it ended
 
 
 def field_frame(model, s: Sample, step: int) -> FieldFrame:

@@ -754,13 +754,17 @@ class LatentPicture:
             (n, H, W) float32 frames; pred_error: (n,) MSE per frame of the prediction;
             pred_latents: (n, L) the free run's latents.
         jump: :func:`~explorer.models.latent.latent_jump_ratio` of ``latents``.
+        details: False for a quick live picture (``latent_picture(..., details=False)``):
+            the strip, the free run and its decoded frames (``strip_*``, ``pred_*``,
+            ``prediction``, ``reconstruction``, ``truth``) are ``None`` and ``frequency`` of a
+            latent ODE is NaN; the latents, the learned field and the eigenvalues are there.
     """
 
     step: int
     phase: str
-    strip_index: np.ndarray
-    strip_true: np.ndarray
-    strip_recon: np.ndarray
+    strip_index: np.ndarray | None
+    strip_true: np.ndarray | None
+    strip_recon: np.ndarray | None
     t: np.ndarray
     latents: np.ndarray
     states: np.ndarray | None
@@ -772,13 +776,14 @@ class LatentPicture:
     eigenvalues: np.ndarray | None
     frequency: float
     true_frequency: float
-    pred_t: np.ndarray
-    prediction: np.ndarray
-    reconstruction: np.ndarray
-    truth: np.ndarray
-    pred_error: np.ndarray
-    pred_latents: np.ndarray
+    pred_t: np.ndarray | None
+    prediction: np.ndarray | None
+    reconstruction: np.ndarray | None
+    truth: np.ndarray | None
+    pred_error: np.ndarray | None
+    pred_latents: np.ndarray | None
     jump: float
+    details: bool = True
 
 
 def _grid_box(z: torch.Tensor, margin: float = 0.25):
@@ -789,14 +794,15 @@ def _grid_box(z: torch.Tensor, margin: float = 0.25):
 
 @torch.no_grad()
 def latent_picture(loop: TrainingLoop, *, grid: int = 20, strip: int = 6,
-                   horizon: int | None = None, encode_decode: bool = True,
+                   horizon: int | None = None, encode_decode: bool = True, details: bool = True,
                    max_frames: int | None = 300) -> LatentPicture:
     """The live picture of a latent run (see :class:`LatentPicture`).
 
-    Measured on one CPU thread, 200 frames of 28 px, 8 channels, grid 20, a 100-frame free
-    run: about 100 ms for a CAE (Koopman), 250 ms for a CpAE, of which the encode-decode
-    field (20² decodes and encodes through the CpAE's large filters) is 170 ms and encoding
-    the data 50 ms; ``encode_decode=False`` skips that field (NaN) for frequent updates.
+    Measured with two CPU threads, 300 windows of 32 px, a CpAE (16 channels), grid 20, a
+    100-frame free run: 73 ms in all, of which the encode-decode field (20² decodes and
+    encodes through the CpAE's large filters) is 40 ms, the details (the free run, 200 decoded
+    frames, the strip) 18 ms and encoding the data 12 ms. ``encode_decode=False`` skips that
+    field (NaN) and ``details=False`` the details (None), for frequent updates (about 15 ms).
     ``max_frames``: the latent trajectory, strip and states cover the first ``max_frames``
     windows of the data (None: all of them; encoding them is the other large cost)."""
     task: LatentTask = loop.task
@@ -813,8 +819,6 @@ def latent_picture(loop: TrainingLoop, *, grid: int = 20, strip: int = 6,
             frames = frames[:_count("max_frames", max_frames, 3) + F - 1]
         z = latent_trajectory(m, frames)                                  # (N, L)
         N = len(z)
-        k = min(int(strip), N)
-        sidx = torch.linspace(0, N - 1, k).round().long()
         lo, hi = _grid_box(z)
         gx = torch.linspace(float(lo[0]), float(hi[0]), grid, dtype=z.dtype, device=z.device)
         gy = torch.linspace(float(lo[1]), float(hi[1]), grid, dtype=z.dtype, device=z.device)
@@ -824,30 +828,42 @@ def latent_picture(loop: TrainingLoop, *, grid: int = 20, strip: int = 6,
         fld = m.field(pts)[:, :2].reshape(grid, grid, 2)
         ed = m.encode_decode_field(pts)[:, :2].reshape(grid, grid, 2) if encode_decode else \
             torch.full((grid, grid, 2), math.nan)
+        ev = m.koopman_eigenvalues()
+        states = None if d.states is None else d.states[F - 1:F - 1 + N].numpy()
+        out = dict(step=loop.step_count, phase=task.phase(loop.step_count),
+                   t=(F - 1 + np.arange(N)) * d.dt, latents=z.double().cpu().numpy(),
+                   states=states, variables=d.variables,
+                   grid_x=gx.double().cpu().numpy(), grid_y=gy.double().cpu().numpy(),
+                   field=fld.double().cpu().numpy(), encode_decode=ed.double().cpu().numpy(),
+                   eigenvalues=None if ev is None else ev.numpy(),
+                   true_frequency=true_frequency(d), jump=latent_jump_ratio(z.cpu()),
+                   details=bool(details))
+        if not details:
+            return LatentPicture(**out, **dict.fromkeys(_DETAILS), frequency=(
+                learned_frequency(m) if ev is not None else math.nan))
+        k = min(int(strip), N)
+        sidx = torch.linspace(0, N - 1, k).round().long()
         n = min(N, task.eval_frames if horizon is None else max(2, int(horizon)))
         run = m.free_run(z[0], n - 1)                                     # (n, L) float64
         imgs = m.decode(torch.cat([run.to(p), z[:n], z[sidx]]))           # one decoder call
         pred, rec, recon = imgs[:n], imgs[n:2 * n], imgs[2 * n:]
         truth = frames[F - 1:F - 1 + n]
         err = ((pred - truth) ** 2).mean((-2, -1))
-        ev = m.koopman_eigenvalues()
-        states = None if d.states is None else d.states[F - 1:F - 1 + N].numpy()
         return LatentPicture(
-            step=loop.step_count, phase=task.phase(loop.step_count),
+            **out, frequency=learned_frequency(m, run=run),
             strip_index=(sidx + F - 1).numpy(), strip_true=frames[sidx + F - 1].float().cpu().numpy(),
             strip_recon=recon.float().cpu().numpy(),
-            t=(F - 1 + np.arange(N)) * d.dt, latents=z.double().cpu().numpy(),
-            states=states, variables=d.variables,
-            grid_x=gx.double().cpu().numpy(), grid_y=gy.double().cpu().numpy(),
-            field=fld.double().cpu().numpy(), encode_decode=ed.double().cpu().numpy(),
-            eigenvalues=None if ev is None else ev.numpy(),
-            frequency=learned_frequency(m, run=run), true_frequency=true_frequency(d),
             pred_t=(F - 1 + np.arange(n)) * d.dt, prediction=pred.float().cpu().numpy(),
             reconstruction=rec.float().cpu().numpy(),
             truth=truth.float().cpu().numpy(), pred_error=err.double().cpu().numpy(),
-            pred_latents=run.double().cpu().numpy(), jump=latent_jump_ratio(z.cpu()))
+            pred_latents=run.double().cpu().numpy())
     finally:
         m.train(was)
+
+
+#: the :class:`LatentPicture` fields a quick picture leaves out (``details=False``)
+_DETAILS = ("strip_index", "strip_true", "strip_recon", "pred_t", "prediction", "reconstruction",
+            "truth", "pred_error", "pred_latents")
 
 
 @dataclass(frozen=True)

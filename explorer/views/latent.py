@@ -10,7 +10,6 @@ row 0 at the top.
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlencode
 
 import numpy as np
@@ -25,8 +24,6 @@ from .run_panel import RunPanel
 from .shell import prompt_widgets
 
 SW = dict(sizing_mode="stretch_width")
-#: while training, the plots beside the vector field are redrawn at most this often (s)
-DETAIL_SECONDS = 1.0
 
 
 def column(a) -> np.ndarray:
@@ -64,7 +61,7 @@ def show_image(m: FieldMap, img: np.ndarray, labels=("", "")) -> None:
 class LatentPanel(PageView):
     """Sidebar and main area of the Latent dynamics page around one controller."""
 
-    TICK_MS = 150
+    TICK_MS = 100
 
     def __init__(self, controller: LatentController | None = None, *, sync_url: bool = True, **params):
         c = controller or LatentController()
@@ -75,7 +72,7 @@ class LatentPanel(PageView):
             if any(k != "page" for k in query):
                 c.apply_query(query)
         self._shown = None
-        self._detail_at = 0.0
+        self._held_details = self._held_ed = None     # parts of pictures not drawn yet
         self.pacer = FramePacer(on_ack=self._on_ack)
         self.run = RunPanel(c, self, loss_title="Training loss")
         self._widgets()
@@ -309,13 +306,21 @@ class LatentPanel(PageView):
         p = self.controller.picture
         if p is None or p is self._shown:
             return
+        # live pictures carry the details, or the encode–decode field, about once a second:
+        # keep them until drawn, even if a quicker picture comes before the browser is ready
+        if p.details:
+            self._held_details = p
+        elif np.isfinite(p.encode_decode).any():
+            self._held_ed = p
         if self.controller.running and not self.pacer.ready():
             return
         self._shown = p
-        now = time.monotonic()
-        if not self.controller.running or now - self._detail_at >= DETAIL_SECONDS:
-            self._detail_at = now
-            self._details(p)
+        held, self._held_details = self._held_details, None
+        if held is not None:
+            self._details(held)
+        held, self._held_ed = self._held_ed, None
+        if held is not None:
+            self._encode_decode(held)
         self._field(p)                         # last: the paced source
         self.pacer.sent_frame()
 
@@ -356,11 +361,7 @@ class LatentPanel(PageView):
         else:
             self.p_state.clear()
             self.p_state.fig.title.text = "Latents against the true state (uploaded frames: none known)"
-        ed = p.encode_decode
-        if np.isfinite(ed).any():                # live pictures carry it about once a second
-            self.m_ed.show(p.grid_x, p.grid_y, np.hypot(ed[..., 0], ed[..., 1]),
-                           vec=(ed[..., 0], ed[..., 1]), labels=("z₁", "z₂"))
-        self._ed_path.data = {"x": column(z[:, 0]), "y": column(z[:, 1])}
+        self._encode_decode(p)
         if p.eigenvalues is not None:
             e = np.asarray(p.eigenvalues)
             self.p_eig.set("eig", x=e.real, y=e.imag, g=np.zeros(e.size))
@@ -383,6 +384,16 @@ class LatentPanel(PageView):
             parts.append(f"learned ω **{p.frequency:.4g}**" + (
                 f" (true {p.true_frequency:.4g})" if np.isfinite(p.true_frequency) else ""))
         self.summary.object = " · ".join(parts)
+
+    def _encode_decode(self, p) -> None:
+        """The encode–decode field, when the picture carries it (about once a second while
+        training), with the data's latents over it."""
+        ed = p.encode_decode
+        if np.isfinite(ed).any():
+            self.m_ed.show(p.grid_x, p.grid_y, np.hypot(ed[..., 0], ed[..., 1]),
+                           vec=(ed[..., 0], ed[..., 1]), labels=("z₁", "z₂"))
+            z = p.latents
+            self._ed_path.data = {"x": column(z[:, 0]), "y": column(z[:, 1])}
 
     def _on_analysis(self, *_) -> None:
         a = self.controller.analysis
@@ -413,11 +424,7 @@ class LatentPanel(PageView):
 
     def show(self, p) -> None:
         self.run.show(p)
-        c = self.controller
-        if p.frame is not None and p.frame is not c.picture and not c.stale:
-            c.picture = p.frame
-        else:
-            self._on_picture()                 # a picture held back until the browser was ready
+        self._on_picture()                     # a picture held back until the browser was ready
 
 
 def view(*, sync_url: bool = False) -> LatentPanel:
