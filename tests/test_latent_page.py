@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer.cli import main
-from explorer.controllers.latent import PRESETS, LatentController
+from explorer.controllers.latent import PICTURE, PRESETS, LatentController
 
 SMALL = dict(size=16, n_frames=120, train_batch=8)
 
@@ -94,7 +94,10 @@ def test_short_run_shows_a_picture_and_the_analysis_finds_fixed_points():
     assert p is not None and p.step == 40
     N = c.data.length - 1                               # two frames per window
     assert p.latents.shape == (N, 2) and p.t.shape == (N,)
-    assert p.field.shape == (20, 20, 2) and p.encode_decode.shape == (20, 20, 2)
+    G = PICTURE["grid"]
+    assert p.field.shape == (G, G, 2) and p.encode_decode.shape == (G, G, 2)
+    # the picture the run ended on is whole: details and the encode–decode field
+    assert p.details and np.isfinite(p.encode_decode).all() and p.prediction is not None
     assert p.strip_true.shape[1:] == (16, 16) and p.strip_recon.shape == p.strip_true.shape
     assert p.eigenvalues is not None and p.eigenvalues.shape == (2,)
     assert np.isfinite(p.true_frequency)                 # the pendulum's own frequency

@@ -53,6 +53,8 @@ TRAIN_THREADS_ENV = "EXPLORER_TRAIN_THREADS"
 CHUNK_SECONDS = 0.5
 #: a live frame (free run of the model) is computed at most this often (s)
 FRAME_SECONDS = 0.18
+#: live frames take at most this share of a run's time (a running mean of their cost)
+FRAME_SHARE = 0.25
 #: the training status line is rewritten at most this often (s)
 STATUS_SECONDS = 0.5
 #: step records kept for the UI between two polls
@@ -189,7 +191,8 @@ class BackgroundRun:
     def __init__(self, *, build: Callable[["BackgroundRun"], Any] | None = None, trainer: Any = None,
                  planned: Callable[[Any], int], frame: Callable[[Any], Any] | None = None,
                  finish: Callable[[Any], Any] | None = None, notify: Callable[[], None] | None = None,
-                 limit: RunLimit = RUNS, frame_seconds: float = FRAME_SECONDS):
+                 limit: RunLimit = RUNS, frame_seconds: float = FRAME_SECONDS,
+                 frame_share: float = FRAME_SHARE):
         if build is None and trainer is None:
             raise ValueError("BackgroundRun needs a build function or a trainer")
         self.stop = threading.Event()
@@ -200,6 +203,7 @@ class BackgroundRun:
         self.end: tuple[str, str] | None = None
         self._build, self._planned, self._frame_fn, self._finish_fn = build, planned, frame, finish
         self._notify, self._limit, self._frame_seconds = notify, limit, frame_seconds
+        self._frame_share = min(max(float(frame_share), 0.01), 1.0)
         self._records: collections.deque = collections.deque(maxlen=MAX_QUEUED_STEPS)
         self._lock = threading.Lock()
         self._frame: Any = None
@@ -287,12 +291,12 @@ class BackgroundRun:
         now = time.perf_counter()
         if ev.losses and self._frame_fn is not None and now >= self._frame_at:
             self._make_frame()                          # between two steps: the model is idle
-            # frames take at most a quarter of the time, on average: a page may make a costly
-            # picture now and then (details once a second) between quick ones
+            # frames take at most ``frame_share`` of the time, on average: a page may make a
+            # costly picture now and then (details once a second) between quick ones
             took = time.perf_counter() - now
             c = self._frame_cost
             self._frame_cost = took if c is None else 0.75 * c + 0.25 * took
-            self._frame_at = now + max(self._frame_seconds, 4 * self._frame_cost)
+            self._frame_at = now + max(self._frame_seconds, self._frame_cost / self._frame_share)
 
     def _make_frame(self, last: bool = False) -> None:
         if self._frame_fn is None or self.trainer is None:
@@ -416,6 +420,8 @@ class RunController(PageController):
     run_name = "model"
     #: a live frame at most this often (s); a page whose frames are cheap may ask for more
     frame_seconds = FRAME_SECONDS
+    #: the share of the run's time its live frames may take (on average)
+    frame_share = FRAME_SHARE
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -574,7 +580,7 @@ class RunController(PageController):
         server-wide limit is reached (the error says so)."""
         run = BackgroundRun(**source, planned=self.planned, frame=self.frame_of,
                             finish=self.finish_of, notify=self.jobs.notify,
-                            frame_seconds=self.frame_seconds)
+                            frame_seconds=self.frame_seconds, frame_share=self.frame_share)
         if not run.start():
             self._error("run", RUNS.busy_message())
             return False
