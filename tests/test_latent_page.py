@@ -63,6 +63,13 @@ def test_presets_and_links():
     assert (c.scene, c.size, c.model) == ("spring", 24, "koopman")
     assert len(problems) == 2 and c.latent == 2 and "Not used from the link" in c.status
     assert c.to_query()["scene"] == "spring"
+    # the square's width travels in the link and reaches the renderer (why-jumps: 2 px)
+    c = LatentController(auto=False)
+    assert c.apply_query({"page": "latent", "scene": "moving-square", "width": "2"}) == []
+    assert c.render_settings()["width"] == 2.0 and c.check()["width"] == 2.0
+    assert c.to_query()["width"] == "2.0" or float(c.to_query()["width"]) == 2.0
+    c.scene = "pendulum"
+    assert "width" not in c.render_settings()           # only blob and square scenes have one
 
 
 def test_uploads_accepted_and_refused_in_one_line():

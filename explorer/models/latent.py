@@ -640,7 +640,9 @@ class StateCorrelation:
 def latent_state_correlation(z: torch.Tensor, states: torch.Tensor, *,
                              variables: tuple[str, ...] | None = None) -> StateCorrelation:
     """Correlations of a latent trajectory (T, L) with the true states (T, D) at the same
-    times (see :class:`StateCorrelation`). A constant variable or coordinate gives r = 0."""
+    times (see :class:`StateCorrelation`). A constant latent coordinate gives r = 0; a
+    constant true variable (the resting y of a square moving along x) has nothing to encode:
+    its ``best`` and ``linear`` are NaN."""
     z = torch.as_tensor(z).detach().double().cpu()
     s = torch.as_tensor(states).detach().double().cpu()
     if s.ndim == 1:
@@ -657,7 +659,8 @@ def latent_state_correlation(z: torch.Tensor, states: torch.Tensor, *,
     coef = torch.linalg.lstsq(A, s).solution                          # (L+1, D)
     res = s - A @ coef
     r2 = 1.0 - res.pow(2).sum(0) / sn.pow(2).clamp_min(1e-300)
-    lin = torch.where(sn > 1e-12, r2.clamp(0.0, 1.0).sqrt(), torch.zeros_like(r2))
+    lin = torch.where(sn > 1e-12, r2.clamp(0.0, 1.0).sqrt(), torch.full_like(r2, math.nan))
+    best = torch.where(sn > 1e-12, best, torch.full_like(best, math.nan))
     names = tuple(variables) if variables is not None else tuple(f"x{i + 1}" for i in range(s.shape[1]))
     return StateCorrelation(tuple(float(v) for v in best), tuple(int(i) for i in idx),
                             tuple(float(v) for v in lin), names)

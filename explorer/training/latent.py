@@ -421,7 +421,8 @@ class LatentTask(Task):
     def evaluate(self, model) -> dict[str, float]:
         """``recon_mse`` (all windows), ``jump`` = ``max_jump`` (:func:`latent_jump_ratio` of
         the data's latent trajectory), ``state_r`` = ``correlation`` (the smallest, over the
-        true variables, multiple correlation of a linear fit from the latents; with states)
+        true variables that vary, multiple correlation of a linear fit from the latents; with
+        states)
         and ``state_r_<name>`` per variable, ``pred_mse`` (decoded free run of
         ``eval_frames`` frames from the first window vs the frames), ``frequency`` (learned
         angular frequency: the Koopman eigenvalue angle / dt, or 2π / the free-run period of
@@ -437,7 +438,8 @@ class LatentTask(Task):
         if self.data.states is not None:
             corr = latent_state_correlation(z.cpu(), self.data.states[F - 1:],
                                             variables=self.data.variables)
-            out["state_r"] = out["correlation"] = min(corr.linear)
+            varying = [r for r in corr.linear if math.isfinite(r)]       # constant ones: NaN
+            out["state_r"] = out["correlation"] = min(varying) if varying else math.nan
             for name, r in zip(corr.variables, corr.linear):
                 out[f"state_r_{name}"] = r
         n = self.eval_frames

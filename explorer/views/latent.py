@@ -125,6 +125,7 @@ class LatentPanel(PageView):
         self.w_amp = n("amplitude", name="Amplitude", step=0.1, width=100)
         self.w_shape = select("shape", {"Gaussian blob": "gaussian", "Hard-edged square": "square"},
                               "Blob", width=150)
+        self.w_width = n("width", name="Blob width (px)", step=0.5, width=110)
         self.w_noise = n("noise", name="Pixel noise", step=0.01, width=100)
         self.w_bg = W.Checkbox(name="Distractor background", value=c.background)
         self.w_bg.param.watch(lambda e: self.set_param("background", e.new), "value")
@@ -138,7 +139,7 @@ class LatentPanel(PageView):
         self.data_error = pn.pane.Markdown("", css_classes=["field-error"], **SW)
         self.render_box = pn.Column(self.w_scene, self.w_system,
                                     pn.Row(self.w_size, self.w_frames, self.w_dt),
-                                    pn.Row(self.w_amp, self.w_shape), pn.Row(self.w_noise, self.w_bg), **SW)
+                                    pn.Row(self.w_amp, self.w_shape, self.w_width), pn.Row(self.w_noise, self.w_bg), **SW)
         self.upload_box = pn.Column(self.w_file, self.w_file_dt, self.file_text, **SW)
         # model and training
         self.w_model = select("model", {v: k for k, v in MODEL_TITLES.items()}, "Model", **SW)
@@ -231,6 +232,7 @@ class LatentPanel(PageView):
         self.render_box.visible = not upload
         self.upload_box.visible = upload
         self.w_system.visible = self.w_shape.visible = c.scene == "blob"
+        self.w_width.visible = c.scene in ("blob", "moving-square")
         self.w_amp.visible = c.scene in ("pendulum", "damped-pendulum", "spring")
         self.w_cont.disabled = c.model == "cae"
 
