@@ -14,7 +14,7 @@ PURE = ["explorer", "explorer.core.system", "explorer.core.registry", "explorer.
         "explorer.core.analysis.driven", "explorer.training.sequence", "explorer.core.render",
         "explorer.models.latent", "explorer.training.latent", "explorer.training.images",
         "explorer.core.analysis.parameter_maps", "explorer.sweeps", "explorer.sweeps.engine",
-        "explorer.sweeps.store"]
+        "explorer.sweeps.store", "explorer.core.geometry"]
 UI = ("panel", "holoviews", "bokeh", "param", "hvplot", "datashader")
 
 

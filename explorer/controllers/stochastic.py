@@ -32,6 +32,7 @@ import torch
 
 from ..core.analysis import entropy as ent
 from ..core.errors import ExplorerError, ParameterError, SizeLimitError
+from ..core.geometry import vector_geometry
 from ..core.registry import system_class
 from ..core.simulate import simulate
 from ..core.system import DynamicalSystem, check_param_value
@@ -156,6 +157,10 @@ class FieldFrame:
     b_irr: np.ndarray              # (2, ny, nx)
     sigma: np.ndarray              # local entropy-production density
     rate: float                    # entropy-production rate over stationary samples
+    #: arrows and streamlines of b_rev and b_irr (explorer.core.geometry.vector_geometry),
+    #: computed with the frame, off the UI thread
+    rev_geometry: dict | None = None
+    irr_geometry: dict | None = None
 
 
 @dataclass
@@ -560,9 +565,12 @@ def field_frame(model, s: Sample, step: int) -> FieldFrame:
     x = s.x[-max(1, FRAME_SAMPLES // s.x.shape[1] + 1):].reshape(-1, s.x.shape[-1])[:FRAME_SAMPLES]
     rate = float(m.entropy_production(x.to(dtype)))
     f64 = lambda t: t.to(torch.float64).numpy()                     # noqa: E731
+    b_rev, b_irr = f64(b_rev), f64(b_irr)
     return FieldFrame(step=step, potential=f64(phi * m.eps), density=f64(rho),
-                      b_rev=f64(b_rev), b_irr=f64(b_irr),
-                      sigma=f64(local.reshape(shape) * rho), rate=rate)
+                      b_rev=b_rev, b_irr=b_irr,
+                      sigma=f64(local.reshape(shape) * rho), rate=rate,
+                      rev_geometry=vector_geometry(s.xs, s.ys, *b_rev),
+                      irr_geometry=vector_geometry(s.xs, s.ys, *b_irr))
 
 
 __all__ = ["FieldFrame", "PRESETS", "Preset", "Sample", "StochasticController", "Sweep",

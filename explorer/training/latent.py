@@ -74,6 +74,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ParameterError, ShapeError
+from ..core.geometry import vector_geometry
 from ..core.render import FrameSet, plain_data
 from ..models.latent import (MODEL_KIND, LatentAttractors, LatentConfig, LatentDynamicsModel,
                              continuity_penalty, encode_decode_attractors, latent_jump_ratio,
@@ -786,6 +787,10 @@ class LatentPicture:
     pred_latents: np.ndarray | None
     jump: float
     details: bool = True
+    #: arrows and streamlines of ``field`` and ``encode_decode`` (None when that is NaN)
+    #: (:func:`explorer.core.geometry.vector_geometry`), computed with the picture
+    field_geometry: dict | None = None
+    ed_geometry: dict | None = None
 
 
 def _grid_box(z: torch.Tensor, margin: float = 0.25):
@@ -832,11 +837,15 @@ def latent_picture(loop: TrainingLoop, *, grid: int = 20, strip: int = 6,
             torch.full((grid, grid, 2), math.nan)
         ev = m.koopman_eigenvalues()
         states = None if d.states is None else d.states[F - 1:F - 1 + N].numpy()
+        gxs, gys = gx.double().cpu().numpy(), gy.double().cpu().numpy()
+        fld, ed = fld.double().cpu().numpy(), ed.double().cpu().numpy()
         out = dict(step=loop.step_count, phase=task.phase(loop.step_count),
                    t=(F - 1 + np.arange(N)) * d.dt, latents=z.double().cpu().numpy(),
                    states=states, variables=d.variables,
-                   grid_x=gx.double().cpu().numpy(), grid_y=gy.double().cpu().numpy(),
-                   field=fld.double().cpu().numpy(), encode_decode=ed.double().cpu().numpy(),
+                   grid_x=gxs, grid_y=gys, field=fld, encode_decode=ed,
+                   field_geometry=vector_geometry(gxs, gys, fld[..., 0], fld[..., 1]),
+                   ed_geometry=(vector_geometry(gxs, gys, ed[..., 0], ed[..., 1])
+                                if encode_decode else None),
                    eigenvalues=None if ev is None else ev.numpy(),
                    true_frequency=true_frequency(d), jump=latent_jump_ratio(z.cpu()),
                    details=bool(details))

@@ -7,16 +7,16 @@ model trains).
   streamlines of a vector field;
 * :class:`Curves`: named line and band layers (training curves, sweeps, marginals).
 
-The geometry (contours, arrows, streamlines) is computed here with numpy in float32/64 as
-given; nothing is simulated.
+The geometry (contours, arrows, streamlines) comes from :mod:`explorer.core.geometry`: given
+with the data (computed off the UI thread), or computed here; nothing is simulated.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import panel as pn
+
+from ..core.geometry import contour_lines, vector_geometry
 
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 #: colours of numbered groups (channels, heads): a ``points`` layer's ``g`` modulo its length
@@ -31,102 +31,6 @@ def _finite_range(z: np.ndarray, robust: bool = True) -> tuple[float, float]:
     lo, hi = (np.quantile(v, [0.0, 0.98]) if robust else (v.min(), v.max()))
     lo, hi = float(lo), float(hi)
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
-
-
-def contour_lines(xs, ys, z, levels) -> tuple[list, list]:
-    """Contour lines of ``z`` (ny, nx) at ``levels`` as Bokeh multi_line ``xs``, ``ys``."""
-    import contourpy
-
-    out_x, out_y = [], []
-    zz = np.where(np.isfinite(z), z, np.nan)
-    if not np.isfinite(zz).any():
-        return out_x, out_y
-    gen = contourpy.contour_generator(np.asarray(xs, float), np.asarray(ys, float),
-                                      np.ma.masked_invalid(zz))
-    for level in levels:
-        for line in gen.lines(float(level)):
-            if len(line) >= 2:
-                out_x.append(line[:, 0].tolist())
-                out_y.append(line[:, 1].tolist())
-    return out_x, out_y
-
-
-def _interp(field, xs, ys, px, py):
-    """Bilinear interpolation of ``field`` (ny, nx) at points; NaN outside the grid."""
-    nx, ny = len(xs), len(ys)
-    fx = (px - xs[0]) / (xs[-1] - xs[0]) * (nx - 1)
-    fy = (py - ys[0]) / (ys[-1] - ys[0]) * (ny - 1)
-    inside = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
-    fx, fy = np.where(inside, fx, 0.0), np.where(inside, fy, 0.0)      # NaN points: outside
-    i0 = np.clip(np.floor(fx).astype(int), 0, nx - 2)
-    j0 = np.clip(np.floor(fy).astype(int), 0, ny - 2)
-    tx, ty = np.clip(fx - i0, 0, 1), np.clip(fy - j0, 0, 1)
-    f = (field[j0, i0] * (1 - tx) * (1 - ty) + field[j0, i0 + 1] * tx * (1 - ty)
-         + field[j0 + 1, i0] * (1 - tx) * ty + field[j0 + 1, i0 + 1] * tx * ty)
-    return np.where(inside, f, np.nan)
-
-
-def streamlines(xs, ys, u, v, *, seeds: int = 10, steps: int = 40) -> tuple[list, list]:
-    """Streamlines of the field (u, v) on the grid from a ``seeds`` x ``seeds`` lattice,
-    integrated forward with midpoint steps of a fixed length along the normalised direction
-    (lines end where the field vanishes, is NaN or leaves the grid)."""
-    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-    u = np.where(np.isfinite(u), u, 0.0)
-    v = np.where(np.isfinite(v), v, 0.0)
-    speed = np.hypot(u, v)
-    if not np.isfinite(speed).any() or speed.max() <= 0:
-        return [], []
-    floor = 0.02 * float(np.quantile(speed, 0.9))
-    gx = np.linspace(xs[0], xs[-1], seeds + 2)[1:-1]
-    gy = np.linspace(ys[0], ys[-1], seeds + 2)[1:-1]
-    px, py = (a.ravel() for a in np.meshgrid(gx, gy))
-    h = 0.6 * min(xs[-1] - xs[0], ys[-1] - ys[0]) / seeds / 6
-    path_x, path_y = [px.copy()], [py.copy()]
-    alive = np.ones_like(px, bool)
-
-    def direction(qx, qy):
-        a, b = _interp(u, xs, ys, qx, qy), _interp(v, xs, ys, qx, qy)
-        n = np.hypot(a, b)
-        ok = np.isfinite(n) & (n > floor)
-        n = np.where(ok, n, 1.0)
-        return a / n, b / n, ok
-
-    for _ in range(steps):
-        a, b, ok = direction(px, py)
-        mx, my = px + 0.5 * h * a, py + 0.5 * h * b
-        a2, b2, ok2 = direction(mx, my)
-        alive &= ok & ok2
-        px = np.where(alive, px + h * a2, np.nan)
-        py = np.where(alive, py + h * b2, np.nan)
-        path_x.append(px)
-        path_y.append(py)
-    X, Y = np.stack(path_x, 1), np.stack(path_y, 1)
-    out_x, out_y = [], []
-    for lx, ly in zip(X, Y):
-        keep = np.isfinite(lx) & np.isfinite(ly)
-        if keep.sum() >= 3:
-            out_x.append(lx[keep].tolist())
-            out_y.append(ly[keep].tolist())
-    return out_x, out_y
-
-
-def arrows(xs, ys, u, v, *, every: int = 3) -> dict:
-    """Arrow shafts and heads of (u, v) on every ``every``-th grid point, lengths scaled so
-    the longest arrow spans about one spacing of the thinned grid."""
-    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-    X, Y = np.meshgrid(xs[::every], ys[::every])
-    U, V = u[::every, ::every], v[::every, ::every]
-    ok = np.isfinite(U) & np.isfinite(V)
-    X, Y, U, V = X[ok], Y[ok], U[ok], V[ok]
-    mag = np.hypot(U, V)
-    top = float(np.quantile(mag, 0.95)) if mag.size else 0.0
-    spacing = min(xs[every] - xs[0] if len(xs) > every else 1.0, ys[every] - ys[0] if len(ys) > every else 1.0)
-    scale = 0.9 * spacing / top if top > 0 else 0.0
-    L = np.minimum(mag * scale, 1.2 * spacing)
-    n = np.where(mag > 0, mag, 1.0)
-    ex, ey = X + U / n * L, Y + V / n * L
-    return {"x0": X, "y0": Y, "x1": ex, "y1": ey, "angle": np.arctan2(V, U) - math.pi / 2,
-            "size": np.where(L > 0.05 * spacing, 6.0, 0.0)}
 
 
 class FieldMap:
@@ -163,8 +67,10 @@ class FieldMap:
         self._box = None
 
     def show(self, xs, ys, z, *, vec=None, labels=("x", "y"), levels: int = 10,
-             limits: tuple[float, float] | None = None) -> None:
-        """Draw ``z`` (ny, nx) on the cell centres ``xs``, ``ys``; ``vec``: (u, v) arrays."""
+             limits: tuple[float, float] | None = None, geometry: dict | None = None) -> None:
+        """Draw ``z`` (ny, nx) on the cell centres ``xs``, ``ys``; ``vec``: (u, v) arrays,
+        with their arrows and streamlines from ``geometry`` (:func:`~explorer.core.geometry.
+        vector_geometry`, computed off the UI thread) or computed here."""
         xs, ys = np.asarray(xs, float), np.asarray(ys, float)
         dx = (xs[-1] - xs[0]) / max(len(xs) - 1, 1)
         dy = (ys[-1] - ys[0]) / max(len(ys) - 1, 1)
@@ -187,10 +93,10 @@ class FieldMap:
                 self.shafts.data = {k: [] for k in ("x0", "y0", "x1", "y1", "angle", "size")}
                 self.stream.data = {"xs": [], "ys": []}
             else:
-                u, v = (np.asarray(a, float) for a in vec)
-                sx, sy = streamlines(xs, ys, u, v)
+                g = geometry if geometry is not None else vector_geometry(xs, ys, *vec)
+                sx, sy = g["stream"]
                 self.stream.data = {"xs": sx, "ys": sy}
-                self.shafts.data = arrows(xs, ys, u, v, every=max(1, len(xs) // 12))
+                self.shafts.data = g["arrows"]
 
     def clear(self) -> None:
         self.image.data = {"image": [np.full((2, 2), np.nan, np.float32)], "x": [0.0], "y": [0.0],
@@ -285,4 +191,4 @@ class Curves:
             src.data = dict(EMPTY_POINTS) if name in self._points else {k: [] for k in src.data}
 
 
-__all__ = ["Curves", "FieldMap", "arrows", "contour_lines", "streamlines"]
+__all__ = ["Curves", "FieldMap"]

@@ -330,7 +330,8 @@ class LatentPanel(PageView):
         z = p.latents
         self._path.data = {"x": column(z[:, 0]), "y": column(z[:, 1])}
         u, v = p.field[..., 0], p.field[..., 1]
-        self.m_field.show(p.grid_x, p.grid_y, np.hypot(u, v), vec=(u, v), labels=("z₁", "z₂"))
+        self.m_field.show(p.grid_x, p.grid_y, np.hypot(u, v), vec=(u, v), labels=("z₁", "z₂"),
+                          geometry=p.field_geometry)
         koopman = p.eigenvalues is not None
         title = ("Learned latent field (K − I) z / Δt of the Koopman map" if koopman else
                  "Learned latent vector field f(z) of the latent ODE") + f" · step {p.step:,}"
@@ -393,7 +394,7 @@ class LatentPanel(PageView):
         ed = p.encode_decode
         if np.isfinite(ed).any():
             self.m_ed.show(p.grid_x, p.grid_y, np.hypot(ed[..., 0], ed[..., 1]),
-                           vec=(ed[..., 0], ed[..., 1]), labels=("z₁", "z₂"))
+                           vec=(ed[..., 0], ed[..., 1]), labels=("z₁", "z₂"), geometry=p.ed_geometry)
             z = p.latents
             self._ed_path.data = {"x": column(z[:, 0]), "y": column(z[:, 1])}
 

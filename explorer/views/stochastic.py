@@ -244,8 +244,10 @@ class StochasticPanel(PageView):
         labels = s.variables
         lo, hi = self.m_pot_data.mapper.low, self.m_pot_data.mapper.high
         self.m_pot_model.show(s.xs, s.ys, f.potential, labels=labels, limits=(lo, hi))
-        self.m_rev.show(s.xs, s.ys, np.hypot(*f.b_rev), vec=(f.b_rev[0], f.b_rev[1]), labels=labels)
-        self.m_irr.show(s.xs, s.ys, np.hypot(*f.b_irr), vec=(f.b_irr[0], f.b_irr[1]), labels=labels)
+        self.m_rev.show(s.xs, s.ys, np.hypot(*f.b_rev), vec=(f.b_rev[0], f.b_rev[1]), labels=labels,
+                        geometry=f.rev_geometry)
+        self.m_irr.show(s.xs, s.ys, np.hypot(*f.b_irr), vec=(f.b_irr[0], f.b_irr[1]), labels=labels,
+                        geometry=f.irr_geometry)
         self.m_sig_model.show(s.xs, s.ys, f.sigma, labels=labels,
                               limits=(self.m_sig_data.mapper.low, self.m_sig_data.mapper.high))
         self.c_marginal.set("model", x=s.xs, y=np.nansum(f.density, axis=0) * (s.ys[1] - s.ys[0]))
