@@ -20,6 +20,9 @@ about 20 s later (``EXPLORER_CONNECT_WAIT_S=20``; a served app waits a minute by
    once: seconds until each page's first plot is rendered (a ``canvas`` element visible, what
    the browser tests wait for) and until its status line first reports a finished computation
    (``computed in`` / ``done``), median and max.
+   **Browser cost** (``browser``): the same page opened alone, three times: the CPU seconds of
+   all chromium processes to its first plot and until idle, an empty context's, and the floor
+   they put on the burst's first plot when the class's browsers share the machine's cores.
 4. **Leak check**: ``/stats?gc=1`` before (once the sessions of steps 1-3 are gone; the reading
    after the 2 warm-up GETs is reported too), then ``--leak-sessions`` sessions opened and closed
    (80 % plain GETs in batches of 10; 20 % chromium pages, 5 at a time, each waited until its
@@ -417,6 +420,82 @@ async def step_pages(server: Server, browser, n: int, timeout: float) -> dict:
     return out
 
 
+def chromium_cpu_s() -> float:
+    """CPU seconds (user + system) of every chromium process on this machine, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if name.startswith("chrom"):
+            total += int(rest[11]) + int(rest[12])             # utime, stime (fields 14, 15)
+    return total / tick
+
+
+async def step_browser_cost(server: Server, browser, n: int, timeout: float) -> dict:
+    """What one chromium page costs the machine's cores, pages opened one at a time: the CPU
+    seconds of all chromium processes from a new context until the first plot, and until
+    the page is idle (3 s after the plot); the same for an empty page (a context alone). On
+    a machine that also runs the class's browsers, ``pages x plot_cpu_s / cores`` is a floor
+    on the burst's first plot whatever the server does."""
+    async def one(url, want_canvas):
+        ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = await ctx.new_page()
+        s0 = (await asyncio.to_thread(server.stats)).get("cpu_s") or 0.0
+        c0, t0 = chromium_cpu_s(), time.perf_counter()
+        await page.goto(url, timeout=timeout * 1000)
+        if want_canvas:
+            await page.wait_for_selector("canvas", state="visible", timeout=timeout * 1000)
+        t, c = time.perf_counter() - t0, chromium_cpu_s() - c0
+        await asyncio.sleep(3.0)
+        idle = chromium_cpu_s() - c0
+        s1 = (await asyncio.to_thread(server.stats)).get("cpu_s") or 0.0
+        await ctx.close()
+        return t, c, idle, s1 - s0
+
+    drain(server)
+    await one(server.url, True)                                  # warm: caches, lazy imports
+    blank = [await one("about:blank", False) for _ in range(2)]
+    pages = [await one(server.url, True) for _ in range(n)]
+    # one page running the live animation: what it costs per second, in chromium and the server
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await ctx.new_page()
+    await page.goto(server.url, timeout=timeout * 1000)
+    await page.wait_for_selector("canvas", state="visible", timeout=timeout * 1000)
+    await page.get_by_role("button", name="▶ Run").click(timeout=30_000)
+    await page.get_by_text("running:", exact=False).first.wait_for(timeout=60_000)
+    await asyncio.sleep(2.0)
+    s0 = (await asyncio.to_thread(server.stats)).get("cpu_s") or 0.0
+    c0, t0 = chromium_cpu_s(), time.perf_counter()
+    await asyncio.sleep(5.0)
+    live_chromium = (chromium_cpu_s() - c0) / (time.perf_counter() - t0)
+    s1 = (await asyncio.to_thread(server.stats)).get("cpu_s") or 0.0
+    live_server = (s1 - s0) / (time.perf_counter() - t0)
+    await ctx.close()
+    cores = os.cpu_count() or 1
+    plot_cpu = statistics.median(c for _, c, _, _ in pages)
+    server_cpu = statistics.median(v for _, _, _, v in pages)
+    return {"pages": n, "empty_context_cpu_s": r(statistics.median(i for _, _, i, _ in blank), 2),
+            "first_plot_s": summary(t for t, _, _, _ in pages),
+            "plot_cpu_s": r(plot_cpu, 2),
+            "idle_cpu_s": r(statistics.median(i for _, _, i, _ in pages), 2),
+            "server_cpu_s": r(server_cpu, 2),
+            "cores": cores,
+            "floor_10_pages_first_plot_s": r(10 * plot_cpu / cores, 1),
+            "floor_10_pages_with_server_s": r(10 * (plot_cpu + server_cpu) / cores, 1),
+            "live_page_chromium_cores": r(live_chromium, 2), "live_page_server_cores": r(live_server, 2),
+            "what": "CPU seconds per page opened alone (median): of all chromium processes to its "
+                    "first plot and until idle, of the server (its session, first computations); "
+                    "floors: 10 such pages at once on these cores, chromium alone and with the "
+                    "server; a page running the live animation: cores it keeps busy in chromium "
+                    "and in the server"}
+
+
 async def step_leak(server: Server, browser, total: int, settle: float, timeout: float,
                     start: dict | None = None) -> dict:
     n_pages = round(total * 0.2)
@@ -752,7 +831,8 @@ def main(argv=None) -> int:
     ap.add_argument("--soak-train", type=float, default=5.0,
                     help="seconds each lesson trains the Reconstruction model (default 5)")
     ap.add_argument("--skip", default="",
-                    help="steps to skip, comma-separated: cost,burst,pages,leak,run,latency,soak")
+                    help="steps to skip, comma-separated: cost,burst,pages,browser,leak,run,"
+                         "latency,soak")
     ap.add_argument("--quick", action="store_true", help="small counts: a check that it all works")
     ap.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     ap.add_argument("--num-procs", type=int, default=1,
@@ -871,6 +951,17 @@ def main(argv=None) -> int:
                       f"{p['status_done_s'].get('median_s')} s, max {p['status_done_s'].get('max_s')} s"
                       + (f"; errors {p['errors']}" if p["errors"] else ""))
 
+        if "browser" not in skip:
+            bc = step("browser_cost", with_browser, step_browser_cost, 3, args.page_timeout)
+            if bc:
+                print(f"  one chromium page (alone): {bc['plot_cpu_s']} CPU-s of chromium to its "
+                      f"first plot, {bc['idle_cpu_s']} until idle (an empty context: "
+                      f"{bc['empty_context_cpu_s']}), the server {bc['server_cpu_s']} CPU-s; 10 pages "
+                      f"on {bc['cores']} cores: at least {bc['floor_10_pages_first_plot_s']} s of "
+                      f"chromium alone, {bc['floor_10_pages_with_server_s']} s with the server; a "
+                      f"live page keeps {bc['live_page_chromium_cores']} of a core busy in chromium, "
+                      f"{bc['live_page_server_cores']} in the server")
+
         if "leak" not in skip:
             lk = step("leak", with_browser, step_leak, n_leak, args.settle, args.page_timeout,
                       res["server"].get("stats_after_warmup_gc"))
@@ -949,8 +1040,17 @@ def main(argv=None) -> int:
     if not res["errors"]:
         del res["errors"]
     if not args.no_write:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if skip and out.exists():               # the skipped steps keep their earlier figures
+            try:
+                old = json.loads(out.read_text())
+            except ValueError:
+                old = {}
+            kept = {k: v for k, v in old.items() if k not in res}
+            res = {**res, **kept, "kept_from_earlier_runs": sorted(kept)}
+        res["measured"] = time.strftime("%Y-%m-%d")
+        out.write_text(json.dumps(res, indent=1))
         print("\nwrote", args.out)
     if failed:
         print(f"some steps failed; the server log is kept at {server.log.name}")
