@@ -176,10 +176,10 @@ class LatentController(PresetLinks, RunController):
                                    background=bool(self.background), seed=int(self.seed))
         if self.scene == "blob":
             out.update(system=self.system.strip() or "lorenz63", shape=self.shape)
-        if self.scene in ("blob", "moving-square") and self.width > 0:
-            out["width"] = float(self.width)
         elif self.scene in ("pendulum", "damped-pendulum", "spring"):
             out["x0"] = [float(self.amplitude), 0.0]
+        if self.scene in ("blob", "moving-square") and self.width > 0:
+            out["width"] = float(self.width)
         return out
 
     def check(self) -> dict[str, Any]:

@@ -537,8 +537,6 @@ def _shown_model(trainer):
     return task.trained_model() if hasattr(task, "trained_model") else task.model
 
 
-
-
 def field_frame(model, s: Sample, step: int) -> FieldFrame:
     """The model's fields on the sample's grid (a slice through the ensemble's mean state when
     the system has more than two variables) and its entropy-production rate over the last

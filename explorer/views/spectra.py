@@ -430,11 +430,8 @@ class SpectraPanel(PageView):
         self.summary.object = text
 
     def show(self, p) -> None:
-        self.run.show(p)
-        if p.frame is not None and p.frame is not self.controller.frame:
-            self.controller.frame = p.frame
-        else:
-            self._on_frame()                 # a frame held back until the browser was ready
+        self.run.show(p)                     # the controller took the new frame (on_frame)
+        self._on_frame()                     # a frame held back until the browser was ready
 
 
 def view(*, sync_url: bool = False) -> SpectraPanel:

@@ -285,9 +285,7 @@ class StochasticPanel(PageView):
         self.summary.object = " · ".join(parts)
 
     def show(self, p) -> None:
-        self.run.show(p)
-        if p.frame is not None and p.frame is not self.controller.frame:
-            self.controller.frame = p.frame
+        self.run.show(p)                     # the controller took the new frame (on_frame)
 
 
 def view(*, sync_url: bool = False) -> StochasticPanel:
